@@ -1,0 +1,34 @@
+"""spidr-jax: SpidR and DinoSR self-supervised speech models in JAX/Flax."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="spidr-jax",
+    version="0.1.0",
+    description="SpidR and DinoSR in JAX/Flax: load the released checkpoints, extract units, pretrain on GPU/TPU.",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["spidr_jax", "spidr_jax.*"]),
+    include_package_data=True,
+    package_data={"spidr_jax": ["demo/corpus/**/*"]},
+    install_requires=[
+        "jax>=0.10",
+        "flax>=0.12.8",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12",
+        "grain>=0.2.18",
+        "numpy>=1.26",
+        "soundfile>=0.12",
+        "tensorboardX>=2.6",
+        "ml-collections>=1.1",
+    ],
+    extras_require={
+        "torch": ["torch>=2.8"],
+        "abx": ["fastabx"],
+        "plot": ["matplotlib"],
+        "test": ["pytest>=8", "torch>=2.8", "matplotlib"],
+    },
+)

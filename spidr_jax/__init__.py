@@ -1,0 +1,1 @@
+"""spidr-jax: SpidR and DinoSR in JAX/Flax."""

@@ -1,0 +1,1 @@
+"""Data: manifests, audio decoding, span masks, static-shape batching and the Grain pipeline."""

@@ -1,0 +1,1 @@
+"""Unit-quality evaluation: phone purity, cluster purity, PNMI, perplexity, bitrate, ABX."""

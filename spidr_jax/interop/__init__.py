@@ -1,0 +1,1 @@
+"""Interoperability with the PyTorch reference: state_dict layout, fairseq checkpoints, .pt files."""

@@ -1,0 +1,147 @@
+"""Converted models on disk: an Orbax checkpoint of the parameter tree plus `config.json`.
+
+Layout of a converted directory:
+
+    config.json   {"format": ..., "run": {"model_type": "spidr"|"dinosr"}, "model": {reference model fields}}
+    state/        Orbax (StandardCheckpointer) pytree: the model's full state (student, teacher, heads,
+                  codebooks, mask embedding, step) as nested dicts of arrays
+
+`config.json` uses the reference's run-config layout, so the reference can read it too.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from spidr_jax.config.model import DinoSRConfig, model_config_from_dict
+from spidr_jax.models import DinoSR, build_model
+
+FORMAT = "spidr_jax.pretrained/1"
+CONFIG_FILE = "config.json"
+STATE_DIR = "state"
+
+
+class PretrainedFormatError(ValueError):
+    """A directory is not a readable converted model; the message names the path."""
+
+
+def _stringify_keys(tree: Any) -> Any:  # noqa: ANN401
+    if isinstance(tree, dict):
+        return {str(k): _stringify_keys(v) for k, v in tree.items()}
+    return tree
+
+
+def _restore_int_keys(tree: Any) -> Any:  # noqa: ANN401
+    if isinstance(tree, dict):
+        return {(int(k) if isinstance(k, str) and k.isdigit() else k): _restore_int_keys(v) for k, v in tree.items()}
+    return tree
+
+
+def model_state_tree(model: DinoSR) -> dict:
+    """The model's full state as a pure nested dict of numpy arrays."""
+    return jax.tree.map(np.asarray, nnx.state(model).to_pure_dict())
+
+
+def abstract_model(cfg: DinoSRConfig, dtype: jnp.dtype = jnp.float32) -> DinoSR:
+    """A model with shapes only (no initialization cost), to be filled from a checkpoint."""
+    return nnx.eval_shape(lambda: build_model(cfg, dtype=dtype))
+
+
+def check_tree_fits(tree: dict, cfg: DinoSRConfig, where: str) -> None:
+    """Raise PretrainedFormatError naming keys/shapes of `tree` that do not fit `cfg`."""
+    expected = nnx.state(abstract_model(cfg)).to_pure_dict()
+    exp_flat = {"/".join(map(str, k)): v.shape for k, v in _flatten(expected).items()}
+    got_flat = {"/".join(map(str, k)): np.shape(v) for k, v in _flatten(tree).items()}
+    missing = sorted(set(exp_flat) - set(got_flat))
+    unexpected = sorted(set(got_flat) - set(exp_flat))
+    wrong = [
+        f"{k} {got_flat[k]} (expected {exp_flat[k]})" for k in exp_flat if k in got_flat and got_flat[k] != exp_flat[k]
+    ]
+    problems = [
+        f"{name}: {', '.join(items[:8])}"
+        for name, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong))
+        if items
+    ]
+    if problems:
+        raise PretrainedFormatError(f"{where}: parameters do not fit the config: " + "; ".join(problems))
+
+
+def _flatten(tree: Any, prefix: tuple = ()) -> dict[tuple, Any]:  # noqa: ANN401
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out |= _flatten(v, (*prefix, k))
+        return out
+    return {prefix: tree}
+
+
+def model_from_tree(cfg: DinoSRConfig, tree: dict, *, dtype: jnp.dtype = jnp.float32) -> DinoSR:
+    """Build a model of `cfg` holding the arrays of `tree` (a pure dict as produced by `model_state_tree`)."""
+    graphdef, state = nnx.split(abstract_model(cfg, dtype))
+    state.replace_by_pure_dict(jax.tree.map(jnp.asarray, tree))
+    return nnx.merge(graphdef, state)
+
+
+def save_pretrained(output_dir: str | Path, cfg: DinoSRConfig, tree: dict) -> Path:
+    """Write a converted model directory atomically: built in a temporary sibling, renamed at the end."""
+    output_dir = Path(output_dir).resolve()
+    if output_dir.exists():
+        raise FileExistsError(f"{output_dir} already exists; choose a new output directory")
+    check_tree_fits(tree, cfg, str(output_dir))
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(tmp / STATE_DIR, _stringify_keys(tree))
+        checkpointer.wait_until_finished()
+        config = {"format": FORMAT, "run": {"model_type": cfg.model_type}, "model": cfg.to_dict()}
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        tmp.rename(output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return output_dir
+
+
+def read_config(path: str | Path) -> DinoSRConfig:
+    """The model config of a converted directory."""
+    config_path = Path(path) / CONFIG_FILE
+    try:
+        data = json.loads(config_path.read_text(encoding="utf-8"))
+        return model_config_from_dict(data["run"]["model_type"], data["model"])
+    except FileNotFoundError as error:
+        raise PretrainedFormatError(f"{config_path}: missing (is {path} a converted model directory?)") from error
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise PretrainedFormatError(f"{config_path}: not a spidr_jax model config ({error!r})") from error
+
+
+def read_pretrained(path: str | Path) -> tuple[DinoSRConfig, dict]:
+    """(config, numpy state tree) of a converted directory."""
+    path = Path(path)
+    cfg = read_config(path)
+    state_path = (path / STATE_DIR).resolve()
+    if not state_path.is_dir():
+        raise PretrainedFormatError(f"{state_path}: missing Orbax state directory")
+    try:
+        tree = ocp.StandardCheckpointer().restore(state_path)
+    except Exception as error:  # Orbax raises many types for damaged checkpoints
+        raise PretrainedFormatError(f"{state_path}: unreadable Orbax checkpoint ({type(error).__name__})") from error
+    tree = _restore_int_keys(jax.tree.map(np.asarray, tree))
+    check_tree_fits(tree, cfg, str(path))
+    return cfg, tree
+
+
+def load_pretrained(path: str | Path, *, dtype: jnp.dtype = jnp.float32) -> DinoSR:
+    """A ready SpidR/DinoSR model from a converted directory (see `convert/torch_to_orbax.py`)."""
+    cfg, tree = read_pretrained(path)
+    return model_from_tree(cfg, tree, dtype=dtype)
