@@ -49,7 +49,7 @@ def _restore_int_keys(tree: Any) -> Any:  # noqa: ANN401
 
 def model_state_tree(model: DinoSR) -> dict:
     """The model's full state as a pure nested dict of numpy arrays."""
-    return jax.tree.map(np.asarray, nnx.state(model).to_pure_dict())
+    return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model)))
 
 
 def abstract_model(cfg: DinoSRConfig, dtype: jnp.dtype = jnp.float32) -> DinoSR:
@@ -59,7 +59,7 @@ def abstract_model(cfg: DinoSRConfig, dtype: jnp.dtype = jnp.float32) -> DinoSR:
 
 def check_tree_fits(tree: dict, cfg: DinoSRConfig, where: str) -> None:
     """Raise PretrainedFormatError naming keys/shapes of `tree` that do not fit `cfg`."""
-    expected = nnx.state(abstract_model(cfg)).to_pure_dict()
+    expected = nnx.to_pure_dict(nnx.state(abstract_model(cfg)))
     exp_flat = {"/".join(map(str, k)): v.shape for k, v in _flatten(expected).items()}
     got_flat = {"/".join(map(str, k)): np.shape(v) for k, v in _flatten(tree).items()}
     missing = sorted(set(exp_flat) - set(got_flat))
@@ -88,7 +88,7 @@ def _flatten(tree: Any, prefix: tuple = ()) -> dict[tuple, Any]:  # noqa: ANN401
 def model_from_tree(cfg: DinoSRConfig, tree: dict, *, dtype: jnp.dtype = jnp.float32) -> DinoSR:
     """Build a model of `cfg` holding the arrays of `tree` (a pure dict as produced by `model_state_tree`)."""
     graphdef, state = nnx.split(abstract_model(cfg, dtype))
-    state.replace_by_pure_dict(jax.tree.map(jnp.asarray, tree))
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, tree))
     return nnx.merge(graphdef, state)
 
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from spidr_jax.config.model import DinoSRConfig, model_config_from_dict
+from spidr_jax.errors import MissingDependencyError
 from spidr_jax.interop.fairseq import state_dict_from_fairseq
 
 SourceFormat = Literal["spidr", "dinosr", "dinosr_fairseq"]
@@ -24,7 +25,9 @@ def _torch() -> Any:  # noqa: ANN401
     try:
         import torch  # noqa: PLC0415
     except ImportError as error:
-        raise ImportError("reading/writing PyTorch checkpoints needs torch: pip install 'spidr-jax[torch]'") from error
+        raise MissingDependencyError(
+            "reading/writing PyTorch checkpoints needs torch: pip install 'spidr-jax[torch]'"
+        ) from error
     return torch
 
 

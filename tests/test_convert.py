@@ -1,0 +1,191 @@
+"""torch -> Orbax -> torch conversion: CLIs, round trips, fairseq DinoSR, and errors on bad checkpoints."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from spidr.models.utils import state_dict_from_dinosr_fairseq_checkpoint
+
+from spidr_jax.interop.convert import orbax_to_torch, torch_to_orbax
+from spidr_jax.pretrained import load_pretrained, read_pretrained
+from tests.reference import SMALL, reference_model, save_release
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "convert" / script), *args], capture_output=True, text=True, check=False
+    )
+
+
+@pytest.mark.parametrize("model_type", ["spidr", "dinosr"])
+def test_cli_round_trip_is_bit_exact_and_loads_strict(tmp_path, model_type):
+    model, cfg = reference_model(model_type, seed=1, **SMALL, encoder_qkv_bias=True)
+    pt = save_release(model, cfg, tmp_path / "release", model_type)
+    result = run_cli("torch_to_orbax.py", "--model", model_type, str(pt), str(tmp_path / "orbax"))
+    assert result.returncode == 0, result.stderr
+    result = run_cli("orbax_to_torch.py", str(tmp_path / "orbax"), str(tmp_path / "back" / "model.pt"))
+    assert result.returncode == 0, result.stderr
+
+    original = model.state_dict()
+    restored = torch.load(tmp_path / "back" / "model.pt", weights_only=True)["model"]
+    assert list(restored) == list(original) or set(restored) == set(original)
+    for key, value in original.items():
+        assert restored[key].dtype == value.dtype, key
+        assert torch.equal(restored[key], value), key
+    fresh, _ = reference_model(model_type, seed=2, **SMALL, encoder_qkv_bias=True)
+    fresh.load_state_dict(restored, strict=True)
+    # The reference reads the config written beside the file.
+    written = json.loads((tmp_path / "back" / "config.json").read_text())
+    assert written["run"]["model_type"] == model_type
+    assert written["model"]["encoder_num_layers"] == SMALL["encoder_num_layers"]
+
+
+def test_converted_directory_keeps_everything_training_needs(tmp_path):
+    model, cfg = reference_model("spidr", seed=3, **SMALL)
+    with torch.no_grad():
+        model.current_step.fill_(1234)
+        model.codebooks[1].counts.mul_(3.0)
+    out = torch_to_orbax(save_release(model, cfg, tmp_path, "spidr"), tmp_path / "orbax", "spidr")
+    loaded_cfg, tree = read_pretrained(out)
+    assert loaded_cfg.encoder_num_layers == SMALL["encoder_num_layers"]
+    assert int(tree["current_step"]) == 1234
+    np.testing.assert_array_equal(tree["codebooks"]["counts"][1], model.codebooks[1].counts.numpy())
+    np.testing.assert_array_equal(tree["mask_embedding"], model.mask_embedding.detach().numpy())
+    teacher_qkv = model.teacher.layers[0].attention.qkv.weight.numpy().T
+    np.testing.assert_array_equal(tree["teacher"]["layers"][0]["attention"]["qkv"]["kernel"], teacher_qkv)
+    np.testing.assert_array_equal(tree["heads"]["kernel"][2], model.heads[2][0].weight.detach().numpy().T)
+
+
+def test_bare_state_dict_with_module_prefix_and_defaults(tmp_path):
+    model, _ = reference_model("dinosr", seed=4, **SMALL)
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    torch.save(state, tmp_path / "bare.pt")  # no config.json: overrides give the config
+    overrides = dict(SMALL)
+    out = torch_to_orbax(tmp_path / "bare.pt", tmp_path / "orbax", "dinosr", overrides)
+    _, tree = read_pretrained(out)
+    np.testing.assert_array_equal(tree["mask_embedding"], model.mask_embedding.detach().numpy())
+
+
+def invert_fairseq_mapping(state: dict[str, torch.Tensor]) -> dict:
+    """Build a fairseq DinoSR checkpoint from a reference state_dict (the inverse of the reference's mapping)."""
+    model, ema = {}, {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if key == "current_step":
+            continue
+        if key == "mask_embedding":
+            model["mask_emb"] = value
+        elif key.startswith("feature_projection.layer_norm"):
+            model[f"layer_norm.{parts[-1]}"] = value
+        elif key.startswith("feature_projection.projection"):
+            model[f"post_extract_proj.{parts[-1]}"] = value
+        elif key.startswith("feature_extractor"):
+            sub = "0" if parts[3] == "conv" else "2.1"
+            model[f"feature_extractor.conv_layers.{parts[2]}.{sub}.{parts[-1]}"] = value
+        elif key.startswith("codebooks"):
+            name = "_codebook" if parts[2] == "codebook" else "_codebook_cnts"
+            model[f"{name}{parts[1]}"] = value
+        elif key.startswith("heads"):
+            model[f"heads.{parts[1]}.{parts[-1]}"] = value
+        else:
+            target, prefix = (model, "encoder.") if parts[0] == "student" else (ema, "")
+            rest = ".".join(parts[1:])
+            if rest.startswith("pos_conv_embed.convs"):
+                target[f"{prefix}pos_conv.{parts[3]}.0.{parts[-1]}"] = value
+            elif rest.startswith("layer_norm"):
+                target[f"{prefix}layer_norm.{parts[-1]}"] = value
+            else:
+                layer, name = parts[2], ".".join(parts[3:-1])
+                leaf = parts[-1]
+                base = f"{prefix}layers.{layer}"
+                if name == "attention.qkv":
+                    for piece, chunk in zip("qkv", value.chunk(3, dim=0), strict=True):
+                        target[f"{base}.self_attn.{piece}_proj.{leaf}"] = chunk.clone()
+                else:
+                    fairseq_name = {
+                        "attention.proj": "self_attn.out_proj",
+                        "layer_norm": "self_attn_layer_norm",
+                        "feed_forward.intermediate_dense": "fc1",
+                        "feed_forward.output_dense": "fc2",
+                        "final_layer_norm": "final_layer_norm",
+                    }[name]
+                    target[f"{base}.{fairseq_name}.{leaf}"] = value
+    model["_ema"] = ema
+    return {"model": model, "last_optimizer_state": {"state": {0: {"step": 4321}}}}
+
+
+def test_fairseq_dinosr_checkpoint(tmp_path):
+    model, _ = reference_model("dinosr", seed=5, encoder_qkv_bias=True)
+    fairseq = invert_fairseq_mapping(model.state_dict())
+    # The inversion is right if the reference's own mapping gives the original state_dict back.
+    mapped = state_dict_from_dinosr_fairseq_checkpoint(fairseq)
+    for key, value in model.state_dict().items():
+        if key != "current_step":
+            assert torch.equal(mapped[key], value), key
+    torch.save(fairseq, tmp_path / "dinosr.ckpt")
+    out = run_cli("torch_to_orbax.py", "--model", "dinosr_fairseq", str(tmp_path / "dinosr.ckpt"), str(tmp_path / "o"))
+    assert out.returncode == 0, out.stderr
+    loaded_cfg, tree = read_pretrained(tmp_path / "o")
+    assert loaded_cfg.encoder_qkv_bias
+    assert int(tree["current_step"]) == 4321
+    orbax_to_torch(tmp_path / "o", tmp_path / "back.pt")
+    restored = torch.load(tmp_path / "back.pt", weights_only=True)["model"]
+    for key, value in model.state_dict().items():
+        if key != "current_step":
+            assert torch.equal(restored[key], value), key
+    assert load_pretrained(tmp_path / "o").config.encoder_qkv_bias
+
+
+def test_corrupt_file_fails_cleanly(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint at all")
+    result = run_cli("torch_to_orbax.py", "--model", "spidr", str(tmp_path / "bad.pt"), str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert "bad.pt" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    assert list(tmp_path.iterdir()) == [tmp_path / "bad.pt"]
+
+
+def test_missing_unexpected_and_misshapen_keys_are_named(tmp_path):
+    model, cfg = reference_model("spidr", seed=6, **SMALL)
+    state = model.state_dict()
+    del state["heads.1.0.bias"]
+    state["extra.weight"] = torch.zeros(3)
+    state["student.layers.0.attention.proj.weight"] = torch.zeros(5, 5)
+    torch.save({"model": state}, tmp_path / "model.pt")
+    save_release(model, cfg, tmp_path / "unused", "spidr")
+    (tmp_path / "config.json").write_text((tmp_path / "unused" / "config.json").read_text())
+    result = run_cli("torch_to_orbax.py", "--model", "spidr", str(tmp_path / "model.pt"), str(tmp_path / "out"))
+    assert result.returncode != 0
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1
+    assert "heads.1.0.bias" in message
+    assert "extra.weight" in message
+    assert "student.layers.0.attention.proj.weight: (5, 5) (expected (48, 48))" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_beside_must_match_model_flag(tmp_path):
+    model, cfg = reference_model("dinosr", seed=7, **SMALL)
+    pt = save_release(model, cfg, tmp_path, "dinosr")
+    result = run_cli("torch_to_orbax.py", "--model", "spidr", str(pt), str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert "model_type" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_output_directory_is_refused(tmp_path):
+    model, cfg = reference_model("spidr", seed=8, **SMALL)
+    pt = save_release(model, cfg, tmp_path, "spidr")
+    (tmp_path / "out").mkdir()
+    result = run_cli("torch_to_orbax.py", "--model", "spidr", str(pt), str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert "already exists" in result.stderr
