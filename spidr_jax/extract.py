@@ -1,0 +1,66 @@
+"""Extract features or discrete units of one layer for every file of a manifest.
+
+    python -m spidr_jax.extract --checkpoint converted/spidr_base --manifest dev.csv --output feats --layer 6
+    python -m spidr_jax.extract --checkpoint converted/spidr_base --manifest dev.csv --output units --layer 6 --units
+
+Features go to OUT/<fileid>.npy (float32, (frames, dim)); units to OUT/units.jsonl, one line per file:
+{"fileid": ..., "units": [...]}. Files already written are skipped, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from spidr_jax.cli_errors import exit_on_error
+from spidr_jax.data.audio import AudioError
+from spidr_jax.data.manifest import ManifestError
+from spidr_jax.extraction import ExtractionError, ExtractionOptions, run_extraction
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line arguments."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--checkpoint", required=True, help="converted model directory or training workdir")
+    parser.add_argument("--manifest", required=True, help="CSV (fileid,path,num_samples), fairseq TSV or JSONL")
+    parser.add_argument("--output", required=True, help="output directory")
+    parser.add_argument("--layer", required=True, type=int, help="transformer layer, 1-based")
+    parser.add_argument("--units", action="store_true", help="write codebook units (argmax) instead of features")
+    parser.add_argument(
+        "--after-residual", action="store_true", help="layer outputs instead of feed-forward outputs (features only)"
+    )
+    parser.add_argument("--on-error", choices=["continue", "stop"], default="continue", help="on a bad audio file")
+    parser.add_argument("--no-normalize", action="store_true", help="skip per-utterance standardization")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype")
+    parser.add_argument("--batch-seconds", type=float, default=200.0, help="audio per batch (all devices)")
+    parser.add_argument("--max-batch-size", type=int, default=64, help="utterances per batch at most")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the extraction; exit 1 on bad input, or on bad audio with --on-error stop."""
+    args = parse_args(argv)
+    options = ExtractionOptions(
+        layer=args.layer,
+        units=args.units,
+        before_residual=not args.after_residual,
+        stop_on_error=args.on_error == "stop",
+        normalize=not args.no_normalize,
+        dtype=args.dtype,
+        batch_seconds=args.batch_seconds,
+        max_batch_size=args.max_batch_size,
+        progress=not args.quiet,
+    )
+    with exit_on_error((AudioError, ManifestError, ExtractionError)):
+        summary = run_extraction(Path(args.checkpoint), Path(args.manifest), Path(args.output), options)
+    print(summary.describe(), file=sys.stderr)
+    if summary.failed and options.stop_on_error:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
