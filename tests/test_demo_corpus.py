@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from spidr_jax import demo
-from spidr_jax.demo import build_corpus
+from spidr_jax.demo.corpus_builder import checks, cli, espeak, phones, plan, writers
 
 CORPUS = demo.corpus_dir()
 SAMPLE_RATE = 16_000
@@ -69,27 +69,25 @@ def test_manifests_match_audio(manifests, audio):
 
 
 def test_phone_inventory_is_the_documented_one():
-    assert demo.phones() == list(build_corpus.PHONES)
-    assert len(set(build_corpus.PHONES)) == len(build_corpus.PHONES)
-    assert set(build_corpus.IPA_TO_PHONE.values()) | set(build_corpus.EMPTY_IPA_TO_PHONE.values()) <= set(
-        build_corpus.PHONES
-    )
+    assert demo.phones() == list(phones.PHONES)
+    assert len(set(phones.PHONES)) == len(phones.PHONES)
+    assert set(phones.IPA_TO_PHONE.values()) | set(phones.EMPTY_IPA_TO_PHONE.values()) <= set(phones.PHONES)
     readme = (CORPUS / "README.md").read_text(encoding="utf-8")
-    for phone in build_corpus.PHONES:
-        assert f"\n| {phone} | {build_corpus.PHONE_EXAMPLES[phone]} |" in readme
+    for phone in phones.PHONES:
+        assert f"\n| {phone} | {phones.PHONE_EXAMPLES[phone]} |" in readme
 
 
 def test_phone_mapping_and_closure_rule():
     """IPA names (with or without stress marks) map to labels; a stop's closure silence goes to the stop."""
-    assert build_corpus.phone_of("\u02c8a\u028a", "'aU") == "AW"  # espeak-ng >= 1.52 marks stress
-    assert build_corpus.phone_of("", "_:") == "SIL"
-    assert build_corpus.phone_of("", ";") == "Y"
-    with pytest.raises(build_corpus.UnknownPhonemeError):
-        build_corpus.phone_of("q", "q")
+    assert phones.phone_of("\u02c8a\u028a", "'aU") == "AW"  # espeak-ng >= 1.52 marks stress
+    assert phones.phone_of("", "_:") == "SIL"
+    assert phones.phone_of("", ";") == "Y"
+    with pytest.raises(phones.UnknownPhonemeError):
+        phones.phone_of("q", "q")
     sound = np.full(100, 1000, np.int16)
     samples = np.concatenate([sound, np.zeros(60, np.int16), sound, np.zeros(50, np.int16)])
-    synthesis = build_corpus.Synthesis(samples, 22_050, [(0, "\u00e6"), (160, "t"), (260, "")])
-    segments = build_corpus.native_segments(synthesis, ["AE", "T", "SIL"])
+    synthesis = espeak.Synthesis(samples, 22_050, [(0, "\u00e6"), (160, "t"), (260, "")])
+    segments = phones.native_segments(synthesis, ["AE", "T", "SIL"])
     assert [(s.phone, s.start, s.end) for s in segments] == [("AE", 0, 100), ("T", 100, 260), ("SIL", 260, 310)]
 
 
@@ -117,7 +115,7 @@ def test_alignments_agree_with_the_audio(audio):
     pauses, features = [], []
     for split in demo.SPLITS:
         for fileid, frame_phones in demo.read_alignments(split).items():
-            level, high = build_corpus.frame_features(audio[fileid])
+            level, high = checks.frame_features(audio[fileid])
             labels = np.array(frame_phones)
             # SIL frames between two phones, two frames away from any phone (padding at the ends excluded).
             speech = np.flatnonzero(labels != "SIL")
@@ -133,7 +131,7 @@ def test_alignments_agree_with_the_audio(audio):
 
     def contrast(lag: int) -> float:
         sibilant = np.concatenate([h[np.isin(np.roll(lab, lag), ["S", "Z", "SH", "ZH"])] for h, lab in features])
-        vowel = np.concatenate([h[np.isin(np.roll(lab, lag), build_corpus.PHONES[1:16])] for h, lab in features])
+        vowel = np.concatenate([h[np.isin(np.roll(lab, lag), phones.PHONES[1:16])] for h, lab in features])
         return float(sibilant.mean() - vowel.mean())
 
     assert contrast(0) > 0.4
@@ -154,7 +152,7 @@ def test_items_parse_and_match_the_alignments(manifests):
             assert re.fullmatch(r"\d+\.\d{4}", offset)
             start, end = float(onset), float(offset)
             assert 0 < start < end < lengths[fileid]
-            assert end - start >= build_corpus.MIN_ITEM_DURATION - 1e-4
+            assert end - start >= writers.MIN_ITEM_DURATION - 1e-4
             assert phone in inventory - {"SIL"}
             assert previous in inventory
             assert following in inventory
@@ -222,12 +220,12 @@ def _corpus_files(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
-@pytest.mark.skipif(not build_corpus.espeak_available(), reason="needs libespeak-ng (only to regenerate the corpus)")
+@pytest.mark.skipif(not espeak.espeak_available(), reason="needs libespeak-ng (only to regenerate the corpus)")
 def test_generator_small_corpus(tmp_path):
-    build_corpus.main(["--output", str(tmp_path), "--num-utterances", "12", "--seed", "3"])
+    cli.main(["--output", str(tmp_path), "--num-utterances", "12", "--seed", "3"])
     dev = read_csv(tmp_path / "dev.relative.csv")
     train = read_csv(tmp_path / "train.relative.csv")
-    assert len(dev) == len(build_corpus.SPEAKERS)
+    assert len(dev) == len(plan.SPEAKERS)
     assert len(dev) + len(train) == 12
     alignments = (tmp_path / "train.alignments.txt").read_text(encoding="utf-8").splitlines()
     for row, line in zip(train, alignments, strict=True):
@@ -237,18 +235,18 @@ def test_generator_small_corpus(tmp_path):
     readme = (tmp_path / "README.md").read_text(encoding="utf-8")
     assert "12 short English sentences" in readme
     # A second run into the same folder replaces the corpus; an unrelated folder is refused.
-    build_corpus.main(["--output", str(tmp_path), "--num-utterances", "10", "--seed", "3"])
+    cli.main(["--output", str(tmp_path), "--num-utterances", "10", "--seed", "3"])
     assert len(list((tmp_path / "audio").rglob("*.flac"))) == 10
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("keep me", encoding="utf-8")
     with pytest.raises(SystemExit, match="holds no demo corpus"):
-        build_corpus.main(["--output", str(tmp_path / "other"), "--num-utterances", "10"])
+        cli.main(["--output", str(tmp_path / "other"), "--num-utterances", "10"])
 
 
-@pytest.mark.skipif(not build_corpus.espeak_available(), reason="needs libespeak-ng (only to regenerate the corpus)")
+@pytest.mark.skipif(not espeak.espeak_available(), reason="needs libespeak-ng (only to regenerate the corpus)")
 def test_generator_reproduces_the_committed_corpus(tmp_path):
     """Same seed, same espeak-ng: the same corpus (text files identical, audio equal to the quantization step)."""
-    version = build_corpus.Espeak().version
+    version = espeak.Espeak().version
     if f"eSpeak NG {version}," not in (CORPUS / "README.md").read_text(encoding="utf-8"):
         pytest.skip(f"the corpus was made with another espeak-ng version than {version}")
     # A fresh process: espeak-ng carries state from one utterance to the next, so the corpus is reproducible
@@ -261,6 +259,6 @@ def test_generator_reproduces_the_committed_corpus(tmp_path):
             committed = sf.read(CORPUS / name, dtype="int32")[0]
             regenerated = sf.read(tmp_path / name, dtype="int32")[0]
             assert committed.shape == regenerated.shape
-            assert np.abs(committed - regenerated).max() <= 2 ** (16 - build_corpus.BuildOptions().bits)
+            assert np.abs(committed - regenerated).max() <= 2 ** (16 - plan.BuildOptions().bits)
         else:
             assert filecmp.cmp(CORPUS / name, tmp_path / name, shallow=False), name
