@@ -60,7 +60,7 @@ class DinoSR(nnx.Module):
         # The teacher starts as the student with freshly drawn Linear weights (as the reference re-initializes
         # them); its positional convolution and norms are the student's.
         self.teacher = Transformer(cfg, dtype=dtype, rngs=rngs)
-        nnx.update(self.teacher.pos_conv_embed, nnx.state(self.student.pos_conv_embed))
+        nnx.update(self.teacher.pos_conv_embed, jax.tree.map(jnp.copy, nnx.state(self.student.pos_conv_embed)))
         self.heads = PredictionHeads(cfg.num_codebooks, dim, cfg.codebook_size, dtype=dtype, rngs=rngs)
         self.codebooks = Codebooks(cfg.num_codebooks, cfg.codebook_size, dim, rngs=rngs)
         self.mask_embedding = nnx.Param(jax.random.uniform(rngs.params(), (dim,), jnp.float32))
@@ -138,15 +138,24 @@ class DinoSR(nnx.Module):
     # ---- training ------------------------------------------------------------------------------------------
 
     def masked_prediction(
-        self, waveforms: jax.Array, mask: jax.Array, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+        self,
+        waveforms: jax.Array,
+        mask: jax.Array,
+        *,
+        channel_mask: jax.Array | None = None,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
     ) -> MaskedPrediction:
         """Student predictions from masked features and teacher targets from the same, unmasked features.
 
-        `mask` (B, T) bool marks the frames replaced by the mask embedding (the ones the loss is taken on).
+        `mask` (B, T) bool marks the frames replaced by the mask embedding (the ones the loss is taken on);
+        `channel_mask` (B, D) bool, if given, zeroes those feature channels of the student's input at every frame.
         """
         feats, _ = self.features(waveforms)
         x = dropout(feats, self.config.encoder_projection_dropout, deterministic=deterministic, rngs=rngs)
         x = jnp.where(mask[..., None], self.mask_embedding[...].astype(x.dtype), x)
+        if channel_mask is not None:
+            x = jnp.where(channel_mask[:, None, :], jnp.zeros((), x.dtype), x)
         log_probs = self.heads(self.head_inputs(x, None, deterministic=deterministic, rngs=rngs))
         return MaskedPrediction(log_probs=log_probs, targets=self.teacher_targets(feats))
 

@@ -1,0 +1,157 @@
+"""The training step: one pure function (state, batch) -> (state, metrics), compiled once per batch shape.
+
+In order, as the reference does per batch: the student predicts codebook assignments of the teacher's layers on
+the masked frames; the loss is the mean cross-entropy over the masked frames of the global batch; gradients are
+unscaled (16-bit compute), clipped like torch and applied by AdamW (skipped if not finite); the teacher moves
+towards the new student; the codebooks take an EMA step from the assignment statistics of all devices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from spidr_jax.config.model import DinoSRConfig
+from spidr_jax.config.run import OptimizerConfig
+from spidr_jax.models import codebooks as cb
+from spidr_jax.models.objective import ObjectiveSums, objective_metrics, objective_sums
+from spidr_jax.train.ema import update_teacher
+from spidr_jax.train.ema_schedule import ema_decay_schedule, ema_weight_schedule
+from spidr_jax.train.loss_scale import all_finite, unscale, update_loss_scale
+from spidr_jax.train.optimizer import adamw, clip_coefficient, freeze_mask, global_norm, update_mask
+from spidr_jax.train.schedules import learning_rate_schedule
+from spidr_jax.train.state import ModelSplit, TrainState
+
+Batch = dict[str, jax.Array]  # "waveforms" (B, S) float32, "mask" (B, T) bool, optional "channel_mask" (B, D) bool
+Metrics = dict[str, jax.Array]
+
+
+@dataclass(frozen=True)
+class StepDefinition:
+    """Everything static the step needs: how to rebuild the model, the configs, and the data mesh."""
+
+    split: ModelSplit
+    model_cfg: DinoSRConfig
+    opt_cfg: OptimizerConfig
+    mesh: Mesh
+
+
+def codebook_statistics(
+    mesh: Mesh, labels: jax.Array, targets: jax.Array, mask: jax.Array, size: int
+) -> tuple[jax.Array, jax.Array]:
+    """Assignment counts (C, K) and target sums (C, K, D) over the masked frames of all devices.
+
+    Each device reduces its own frames, then one psum over 'data' sums them: the result does not depend on the
+    device count, and the one-hot assignments never leave their device.
+    """
+
+    def local(labels: jax.Array, targets: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+        counts, sums = cb.assignment_statistics(labels, targets, mask, size)
+        return jax.lax.psum(counts, "data"), jax.lax.psum(sums, "data")
+
+    batch_axis = PartitionSpec(None, "data")
+    return jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(batch_axis, batch_axis, PartitionSpec("data")),
+        out_specs=(PartitionSpec(), PartitionSpec()),
+    )(labels, targets, mask)
+
+
+def train_step(
+    definition: StepDefinition, state: TrainState, batch: Batch, *, extractor_frozen: bool
+) -> tuple[TrainState, Metrics]:
+    """One optimizer step. `extractor_frozen` (step >= freeze_step) stops gradients into extractor+projection."""
+    model_cfg, opt_cfg = definition.model_cfg, definition.opt_cfg
+    rng, dropout_key = jax.random.split(jax.random.wrap_key_data(state.rng))
+    mask = batch["mask"]
+    num_masked = jnp.sum(mask.astype(jnp.float32))
+    frozen = freeze_mask(state.params, opt_cfg)
+
+    def loss_fn(params: dict) -> tuple[jax.Array, tuple[ObjectiveSums, jax.Array, jax.Array]]:
+        if extractor_frozen:
+            params = jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
+        model = definition.split.merge(params, state.teacher, state.codebooks)
+        prediction = model.masked_prediction(
+            batch["waveforms"],
+            mask,
+            channel_mask=batch.get("channel_mask"),
+            deterministic=False,
+            rngs=nnx.Rngs(dropout=dropout_key),
+        )
+        labels = cb.assign(state.codebooks["sums"], state.codebooks["counts"], prediction.targets)
+        sums = objective_sums(prediction.log_probs, labels, mask)
+        loss = sums.loss / jnp.maximum(num_masked, 1.0)
+        return loss * state.loss_scale.scale, (sums, labels, prediction.targets)
+
+    scaled_grads, (sums, labels, targets) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads = unscale(scaled_grads, state.loss_scale)
+    finite = all_finite(grads)
+    grad_norm = global_norm(grads)
+    grads = jax.tree.map(lambda g: g * clip_coefficient(grad_norm, opt_cfg.max_norm), grads)
+
+    # AdamW on the parameters it owns; the caller-side -lr uses the step counter (see optimizer.py).
+    lr = learning_rate_schedule(opt_cfg)(state.step)
+    updates, opt_state = adamw(opt_cfg).update(grads, state.opt_state, state.params)
+    owned = update_mask(state.params, opt_cfg, model_cfg)
+    keep = jax.tree.map(lambda o, f: o and not (f and extractor_frozen), owned, frozen)
+    params = jax.tree.map(lambda p, u, k: p - lr * u if k else p, state.params, updates, keep)
+    params = jax.tree.map(lambda new, old: jnp.where(finite, new, old), params, state.params)
+    opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), opt_state, state.opt_state)
+
+    step = state.step + 1
+    weight = ema_weight_schedule(model_cfg)(step)
+    teacher = update_teacher(state.teacher, params["student"], weight, model_cfg.ema_exclude_layers)
+
+    counts, target_sums = codebook_statistics(definition.mesh, labels, targets, mask, model_cfg.codebook_size)
+    new_sums, new_counts = cb.ema_update(
+        state.codebooks["sums"], state.codebooks["counts"], counts, target_sums, model_cfg.codebook_decay
+    )
+
+    metrics = objective_metrics(sums)
+    new_state = TrainState(
+        params=params,
+        teacher=teacher,
+        codebooks={"sums": new_sums, "counts": new_counts},
+        opt_state=opt_state,
+        step=step,
+        rng=jax.random.key_data(rng),
+        loss_scale=update_loss_scale(state.loss_scale, finite, enabled=opt_cfg.mixed_precision),
+    )
+    return new_state, {
+        "loss": metrics.loss,
+        "target_ppl": metrics.target_ppl,
+        "pred_ppl": metrics.pred_ppl,
+        "grad_norm": grad_norm,
+        "lr": lr,
+        "ema_decay": ema_decay_schedule(model_cfg)(step),
+        "loss_scale": state.loss_scale.scale,
+        "skipped": (~finite).astype(jnp.int32),
+        "codebook_usage": jnp.mean((counts > 0).astype(jnp.float32)),
+        "masked_frames": num_masked,
+    }
+
+
+def compile_train_step(
+    definition: StepDefinition, state_sharding: object
+) -> Callable[[TrainState, Batch, bool], tuple[TrainState, Metrics]]:
+    """The jitted step: state replicated (donated), batch sharded over 'data', metrics replicated."""
+    replicated = NamedSharding(definition.mesh, PartitionSpec())
+    batch_sharding = NamedSharding(definition.mesh, PartitionSpec("data"))
+    return jax.jit(
+        lambda state, batch, extractor_frozen: train_step(definition, state, batch, extractor_frozen=extractor_frozen),
+        static_argnums=2,
+        in_shardings=(state_sharding, batch_sharding),
+        out_shardings=(state_sharding, replicated),
+        donate_argnums=0,
+    )
+
+
+def replicated_sharding(mesh: Mesh, tree: object) -> object:
+    """Every leaf of `tree` replicated over the mesh."""
+    return jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), tree)

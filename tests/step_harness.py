@@ -1,0 +1,46 @@
+"""Run the JAX train step on given batches, starting from a reference model's weights."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from spidr_jax.config.model import DinoSRConfig
+from spidr_jax.config.run import OptimizerConfig
+from spidr_jax.interop.torch_layout import state_dict_to_tree, tree_to_state_dict
+from spidr_jax.pretrained import model_from_tree
+from spidr_jax.sharding import data_mesh
+from spidr_jax.train.state import COMPUTE_DTYPES, TrainState, new_train_state
+from spidr_jax.train.step import StepDefinition, compile_train_step, replicated_sharding
+
+
+def jax_train(torch_state: dict, cfg: DinoSRConfig, opt: OptimizerConfig, batches, *, devices=None, seed=0):
+    """Per-step metrics and reference-layout state_dicts of the JAX step run over (waveforms, dense mask) batches."""
+    tree = state_dict_to_tree(torch_state, cfg)
+    model = model_from_tree(cfg, tree, dtype=COMPUTE_DTYPES[opt.dtype])
+    mesh = data_mesh(devices or jax.devices()[:1])
+    split, state = new_train_state(model, opt, seed)
+    sharding = replicated_sharding(mesh, state)
+    state = jax.device_put(state, sharding)
+    step = compile_train_step(StepDefinition(split, cfg, opt, mesh), sharding)
+    records, snapshots = [], []
+    for waveforms, mask in batches:
+        frozen = int(state.step) >= cfg.freeze_step
+        state, metrics = step(state, {"waveforms": jnp.asarray(waveforms), "mask": jnp.asarray(mask)}, frozen)
+        records.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+        snapshots.append(state_dict_of(state, cfg))
+    return records, snapshots, state
+
+
+def state_dict_of(state: TrainState, cfg: DinoSRConfig) -> dict[str, np.ndarray]:
+    """The train state's weights in the reference's state_dict layout."""
+    tree = jax.device_get(
+        {
+            **state.params,
+            "teacher": state.teacher,
+            "codebooks": state.codebooks,
+            "current_step": np.asarray(state.step, np.int32),
+        }
+    )
+    return tree_to_state_dict(tree, cfg)

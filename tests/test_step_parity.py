@@ -1,0 +1,82 @@
+"""The JAX train step against the reference's training loop: several consecutive steps, same init and batches.
+
+Dropout is off; the steps cross freeze_step (extractor and projection leave the optimizer) and the phases of the
+EMA schedule (SpidR: exponential, then exactly 1 past the threshold; DinoSR: linear, final, then frozen at 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spidr_jax.config import DinoSRConfig, OptimizerConfig, SpidRConfig
+from tests.reference import SMALL, reference_model
+from tests.step_harness import jax_train
+from tests.train_reference import dense_mask, random_batches, reference_train
+
+NO_DROPOUT = {"encoder_dropout": 0.0, "encoder_attention_dropout": 0.0, "encoder_layer_drop": 0.0}
+CASES = {
+    # SpidR: 1 - decay = 0.1 exp(-step / 2) falls below 1e-2 at step 5; the extractor freezes after step 3.
+    "spidr": SMALL
+    | NO_DROPOUT
+    | {"ema_start_decay": 0.9, "ema_timescale": 2.0, "ema_threshold": 1e-2, "freeze_step": 3},
+    # DinoSR: linear decay up to step 2, final decay until freeze_step 4, then teacher frozen (decay 1).
+    "dinosr": SMALL
+    | NO_DROPOUT
+    | {"ema_start_decay": 0.9, "ema_final_decay": 0.99, "ema_final_step": 2, "freeze_step": 4, "codebook_decay": 0.8},
+}
+OPTIMIZER = OptimizerConfig(
+    lr=2e-3, warmup_steps=2, hold_steps=1, decay_steps=3, max_norm=1.0, dtype="float32", scheduler="tristage"
+)
+FRAMES, SAMPLES = 49, 1000  # SMALL's extractor has a total stride of 20
+
+
+def run_both(model_type: str, opt: OptimizerConfig, num_steps: int = 6):
+    fields = CASES[model_type]
+    cfg = (SpidRConfig if model_type == "spidr" else DinoSRConfig)(**fields)
+    reference, _ = reference_model(model_type, seed=0, **fields)
+    initial = {k: v.numpy().copy() for k, v in reference.state_dict().items()}
+    batches = random_batches(num_steps, 4, SAMPLES, FRAMES, 30, seed=1)
+    ref_records, ref_states = reference_train(reference, opt, batches, cfg.freeze_step)
+    dense = [(w, dense_mask(idx, FRAMES)) for w, idx in batches]
+    records, states, _ = jax_train(initial, cfg, opt, dense)
+    return initial, ref_records, ref_states, records, states
+
+
+@pytest.mark.parametrize("model_type", ["spidr", "dinosr"])
+def test_consecutive_steps_match_reference(model_type):
+    initial, ref_records, ref_states, records, states = run_both(model_type, OPTIMIZER)
+    for step, (ref, ours) in enumerate(zip(ref_records, records, strict=True)):
+        for name in ("loss", "grad_norm", "target_ppl", "pred_ppl"):
+            np.testing.assert_allclose(ours[name], ref[name], rtol=2e-5, err_msg=f"step {step}: {name}")
+        np.testing.assert_allclose(ours["lr"], ref["lr"], rtol=1e-6, err_msg=f"step {step}: lr")
+        np.testing.assert_allclose(ours["ema_decay"], ref["ema_decay"], atol=1e-7, err_msg=f"step {step}: decay")
+        for key, expected in ref_states[step].items():
+            scale = max(1.0, float(np.max(np.abs(expected))))
+            np.testing.assert_allclose(
+                states[step][key], expected, rtol=0, atol=2e-6 * scale, err_msg=f"step {step}: {key}"
+            )
+    # The parameters really moved, the teacher moved while the EMA ran, and the extractor stopped at freeze_step.
+    last = ref_states[-1]
+    key = "student.layers.0.feed_forward.intermediate_dense.weight"
+    assert np.max(np.abs(last[key] - initial[key])) > 1e-4
+    conv = "feature_extractor.conv_layers.0.conv.weight"
+    freeze = CASES[model_type]["freeze_step"]
+    np.testing.assert_array_equal(states[-1][conv], states[freeze - 1][conv])
+    assert not np.array_equal(states[freeze - 2][conv], states[freeze - 1][conv])
+    assert not np.array_equal(
+        states[0]["teacher.layers.0.attention.qkv.weight"], initial["teacher.layers.0.attention.qkv.weight"]
+    )
+    np.testing.assert_array_equal(
+        states[-1]["teacher.layers.0.attention.qkv.weight"], states[-2]["teacher.layers.0.attention.qkv.weight"]
+    )
+
+
+def test_other_schedule_and_no_warmup_match_reference():
+    opt = OptimizerConfig(lr=1e-3, warmup_steps=0, max_steps=5, max_norm=10.0, dtype="float32", scheduler="cosine")
+    _, ref_records, ref_states, records, states = run_both("spidr", opt, num_steps=3)
+    for ref, ours in zip(ref_records, records, strict=True):
+        np.testing.assert_allclose(ours["loss"], ref["loss"], rtol=2e-5)
+        np.testing.assert_allclose(ours["lr"], ref["lr"], rtol=1e-6)
+    key = "student.layers.3.attention.proj.weight"
+    np.testing.assert_allclose(states[-1][key], ref_states[-1][key], atol=2e-6)
