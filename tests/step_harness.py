@@ -27,7 +27,8 @@ def jax_train(torch_state: dict, cfg: DinoSRConfig, opt: OptimizerConfig, batche
     records, snapshots = [], []
     for waveforms, mask in batches:
         frozen = int(state.step) >= cfg.freeze_step
-        state, metrics = step(state, {"waveforms": jnp.asarray(waveforms), "mask": jnp.asarray(mask)}, frozen)
+        batch = {"waveforms": jnp.asarray(waveforms), "mask": jnp.asarray(mask)}
+        state, metrics = step(state, batch, extractor_frozen=frozen)
         records.append({k: float(v) for k, v in jax.device_get(metrics).items()})
         snapshots.append(state_dict_of(state, cfg))
     return records, snapshots, state

@@ -137,19 +137,23 @@ def train_step(
     }
 
 
-def compile_train_step(
-    definition: StepDefinition, state_sharding: object
-) -> Callable[[TrainState, Batch, bool], tuple[TrainState, Metrics]]:
-    """The jitted step: state replicated (donated), batch sharded over 'data', metrics replicated."""
+def compile_train_step(definition: StepDefinition, state_sharding: object) -> Callable[..., tuple[TrainState, Metrics]]:
+    """The jitted step `(state, batch, *, extractor_frozen)`: state donated, batch sharded over 'data'."""
     replicated = NamedSharding(definition.mesh, PartitionSpec())
     batch_sharding = NamedSharding(definition.mesh, PartitionSpec("data"))
-    return jax.jit(
-        lambda state, batch, extractor_frozen: train_step(definition, state, batch, extractor_frozen=extractor_frozen),
-        static_argnums=2,
+    jitted = jax.jit(
+        lambda state, batch, frozen: train_step(definition, state, batch, extractor_frozen=frozen),
+        static_argnums=2,  # one compiled variant per phase (before/after freeze_step)
         in_shardings=(state_sharding, batch_sharding),
         out_shardings=(state_sharding, replicated),
         donate_argnums=0,
     )
+
+    def step(state: TrainState, batch: Batch, *, extractor_frozen: bool) -> tuple[TrainState, Metrics]:
+        return jitted(state, batch, extractor_frozen)
+
+    step.lower = lambda state, batch, *, extractor_frozen: jitted.lower(state, batch, extractor_frozen)
+    return step
 
 
 def replicated_sharding(mesh: Mesh, tree: object) -> object:

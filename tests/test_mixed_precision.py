@@ -1,0 +1,92 @@
+"""16-bit compute: a bfloat16 run stays close to the reference's float32 run; loss scaling follows GradScaler."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from spidr_jax.config import OptimizerConfig, SpidRConfig
+from spidr_jax.sharding import data_mesh
+from spidr_jax.train.loss_scale import GROWTH_INTERVAL, LossScale, init_loss_scale, update_loss_scale
+from spidr_jax.train.state import init_model, new_train_state
+from spidr_jax.train.step import StepDefinition, compile_train_step, replicated_sharding
+from tests.reference import SMALL, reference_model
+from tests.step_harness import jax_train
+from tests.test_step_parity import CASES, FRAMES, OPTIMIZER, SAMPLES
+from tests.train_reference import dense_mask, random_batches, reference_train
+
+
+def test_bfloat16_run_stays_close_to_float32_reference():
+    fields = CASES["spidr"]
+    cfg = SpidRConfig(**fields)
+    reference, _ = reference_model("spidr", seed=0, **fields)
+    initial = {k: v.numpy().copy() for k, v in reference.state_dict().items()}
+    batches = random_batches(3, 4, SAMPLES, FRAMES, 30, seed=1)
+    ref_records, ref_states = reference_train(reference, OPTIMIZER, batches, cfg.freeze_step)
+    bf16 = dataclasses.replace(OPTIMIZER, dtype="bfloat16")
+    records, states, final = jax_train(initial, cfg, bf16, [(w, dense_mask(i, FRAMES)) for w, i in batches])
+    for ref, ours in zip(ref_records, records, strict=True):
+        np.testing.assert_allclose(ours["loss"], ref["loss"], rtol=2e-3)
+        np.testing.assert_allclose(ours["grad_norm"], ref["grad_norm"], rtol=5e-2)
+        np.testing.assert_allclose(ours["target_ppl"], ref["target_ppl"], rtol=3e-2)
+        np.testing.assert_allclose(ours["pred_ppl"], ref["pred_ppl"], rtol=1e-3)
+    # Adam moves each weight by at most about lr per step: bf16 noise can flip signs, not more.
+    budget = 2.0 * sum(r["lr"] for r in ref_records)
+    for key in ("student.layers.0.attention.qkv.weight", "heads.0.0.weight", "mask_embedding"):
+        assert np.max(np.abs(states[-1][key] - ref_states[-1][key])) <= budget
+    assert float(final.loss_scale.scale) == 2.0**16  # GradScaler is on for bf16 too, no overflow here
+
+
+def torch_scale_trajectory(finite_flags: list[bool]) -> list[float]:
+    """GradScaler's scale after each step, for steps whose gradients are finite or not."""
+    param = torch.nn.Parameter(torch.ones(1))
+    optimizer = torch.optim.SGD([param], lr=0.0)
+    scaler = torch.amp.GradScaler("cpu")
+    out = []
+    for finite in finite_flags:
+        loss = param.sum() * (1.0 if finite else float("inf"))
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+        out.append(scaler.get_scale())
+    return out
+
+
+def test_loss_scale_follows_grad_scaler():
+    flags = [True] * (GROWTH_INTERVAL + 3) + [False, False] + [True] * (GROWTH_INTERVAL + 1) + [False]
+    expected = torch_scale_trajectory(flags)
+
+    def body(state: LossScale, finite: jax.Array) -> tuple[LossScale, jax.Array]:
+        new = update_loss_scale(state, finite, enabled=True)
+        return new, new.scale
+
+    _, scales = jax.lax.scan(body, init_loss_scale(enabled=True), jnp.asarray(flags))
+    np.testing.assert_array_equal(np.asarray(scales), np.asarray(expected, np.float32))
+
+
+def test_overflowing_step_is_skipped():
+    # bfloat16 (XLA:CPU lacks float16 attention); the loss scaling logic is the same for both 16-bit dtypes.
+    cfg = SpidRConfig(**SMALL)
+    opt = OptimizerConfig(lr=1e-3, warmup_steps=2, dtype="bfloat16", scheduler="constant")
+    split, state = new_train_state(init_model(cfg, opt, seed=0), opt, seed=0)
+    state = state.replace(loss_scale=LossScale(jnp.float32(2.0**16), jnp.int32(5)))
+    mesh = data_mesh(jax.devices()[:1])
+    sharding = replicated_sharding(mesh, state)
+    step = compile_train_step(StepDefinition(split, cfg, opt, mesh), sharding)
+    before = jax.device_get(state.params)
+    rng = np.random.default_rng(0)
+    waveforms = rng.standard_normal((2, 1000)).astype(np.float32)
+    waveforms[1, 500] = np.inf  # gradients become non-finite, as after an fp16 overflow
+    batch = {"waveforms": jnp.asarray(waveforms), "mask": jnp.ones((2, 49), bool)}
+    state, metrics = step(jax.device_put(state, sharding), batch, extractor_frozen=False)
+    assert int(metrics["skipped"]) == 1
+    assert float(state.loss_scale.scale) == 2.0**15
+    assert int(state.loss_scale.growth_tracker) == 0
+    assert int(state.step) == 1  # the schedule still advances, as the reference's scheduler does
+    for old, new in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(state.params)), strict=True):
+        np.testing.assert_array_equal(old, new)
