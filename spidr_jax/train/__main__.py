@@ -1,0 +1,34 @@
+"""Train SpidR or DinoSR.
+
+    python -m spidr_jax.train --config=configs/base.py --config.run.workdir=runs/base --config.data.manifest=train.csv
+
+Any field can be overridden (`--config.optimizer.max_steps=40`); a reference TOML run config works as
+`--config=configs/toml.py:run.toml`. Restarting the same command resumes from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from spidr_jax.cli_errors import exit_on_error
+from spidr_jax.config.cli import parse_config_or_exit, require_fields
+from spidr_jax.data.manifest import ManifestError
+from spidr_jax.train.loop import NonFiniteLossError, train
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the config, then run the training; one clear line and exit code 1 on bad input."""
+    args = sys.argv[1:] if argv is None else argv
+    if "-h" in args or "--help" in args:
+        print(__doc__)
+        return
+    cfg = parse_config_or_exit(args, strict=True)
+    with exit_on_error((ManifestError, NonFiniteLossError)):
+        require_fields(cfg, ["run.workdir", "data.manifest"])
+        result = train(cfg)
+    if result.stopped_by_signal is not None:
+        sys.exit(128 + result.stopped_by_signal)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Where a run's train state comes from: its newest checkpoint, a converted model (`run.init_ckpt`), or a seed."""
+
+from __future__ import annotations
+
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from spidr_jax.config.run import Config
+from spidr_jax.pretrained import load_pretrained
+from spidr_jax.train.checkpoints import RunCheckpoints, abstract_like
+from spidr_jax.train.state import COMPUTE_DTYPES, ModelSplit, TrainState, init_model, new_train_state
+
+
+def state_sharding(state: TrainState, mesh: Mesh) -> TrainState:
+    """Every leaf replicated over the mesh (data parallelism; parameters are small enough)."""
+    return jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), state)
+
+
+def initial_train_state(cfg: Config, mesh: Mesh, checkpoints: RunCheckpoints) -> tuple[ModelSplit, TrainState, str]:
+    """(model split, train state on the mesh, where it came from)."""
+    seed = cfg.run.random_seed
+    resuming = checkpoints.latest_step() is not None
+    if cfg.run.init_ckpt and not resuming:
+        # As the reference's init_ckpt: weights from the checkpoint, fresh optimizer, step 0.
+        model = load_pretrained(cfg.run.init_ckpt, dtype=COMPUTE_DTYPES[cfg.optimizer.dtype])
+        if model.config != cfg.model:
+            from spidr_jax.config.model import ConfigError  # noqa: PLC0415
+
+            raise ConfigError(f"run.init_ckpt {cfg.run.init_ckpt}: its model config differs from the config's model")
+        origin = f"weights from {cfg.run.init_ckpt}"
+    else:
+        model = init_model(cfg.model, cfg.optimizer, seed)
+        origin = "fresh"
+    split, state = new_train_state(model, cfg.optimizer, seed)
+    sharding = state_sharding(state, mesh)
+    if resuming:
+        state, _ = checkpoints.restore(abstract_like(state, sharding))
+        origin = f"resumed from {checkpoints.directory} step {checkpoints.latest_step()}"
+    return split, jax.device_put(state, sharding), origin

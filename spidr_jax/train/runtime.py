@@ -1,0 +1,49 @@
+"""Process setup before anything touches devices: multi-process JAX and the persistent compilation cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+
+
+def expected_process_count() -> int:
+    """How many JAX processes this launch has, from the environment (1 for a plain local run)."""
+    if "JAX_NUM_PROCESSES" in os.environ:
+        return int(os.environ["JAX_NUM_PROCESSES"])
+    if "SLURM_NTASKS" in os.environ and "SLURM_PROCID" in os.environ:
+        return int(os.environ["SLURM_NTASKS"])
+    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+    return len(hosts.split(",")) if hosts else 1
+
+
+def initialize_distributed() -> None:
+    """Join the other processes of this job; a no-op for a single process.
+
+    Processes are found from SLURM, a Cloud TPU pod, or explicit JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+    JAX_PROCESS_ID variables.
+    """
+    if expected_process_count() <= 1 or jax.distributed.is_initialized():
+        return
+    if "JAX_COORDINATOR_ADDRESS" in os.environ:
+        jax.distributed.initialize(
+            coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+            process_id=int(os.environ["JAX_PROCESS_ID"]),
+        )
+    else:
+        jax.distributed.initialize()  # cluster auto-detection (SLURM, Cloud TPU)
+
+
+def enable_compilation_cache(directory: str | Path | None = None) -> Path:
+    """Persist compiled steps across runs (restarts and resumes compile nothing they compiled before).
+
+    The directory is `$SPIDR_JAX_COMPILATION_CACHE`, else `~/.cache/spidr_jax/jax`.
+    """
+    default = os.environ.get("SPIDR_JAX_COMPILATION_CACHE") or Path.home() / ".cache" / "spidr_jax" / "jax"
+    path = Path(directory or default).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return path

@@ -1,0 +1,53 @@
+"""TensorBoard event files (tensorboardX) and the running averages logged every `log_interval` steps."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import jax
+import numpy as np
+from tensorboardX import SummaryWriter
+
+
+class MetricsWriter:
+    """Scalars under `<prefix>/<name>`; a no-op on processes other than 0."""
+
+    def __init__(self, logdir: str | Path, *, enabled: bool) -> None:
+        self.writer = SummaryWriter(str(logdir), flush_secs=30) if enabled else None
+
+    def scalars(self, prefix: str, values: Mapping[str, float], step: int) -> None:
+        """Write one value per name and flush, so a crash loses nothing already logged."""
+        if self.writer is None:
+            return
+        for name, value in values.items():
+            self.writer.add_scalar(f"{prefix}/{name}", float(value), step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        if self.writer is not None:
+            self.writer.close()
+
+
+class MetricAverages:
+    """Step metrics kept on device until the next log, then averaged on the host (one transfer per interval)."""
+
+    def __init__(self) -> None:
+        self.pending: list[Mapping[str, jax.Array]] = []
+
+    def add(self, metrics: Mapping[str, jax.Array]) -> None:
+        """Remember one step's metrics (no host synchronization)."""
+        self.pending.append(metrics)
+
+    def pop(self) -> dict[str, float]:
+        """Mean of each metric since the last pop (non-finite values propagate, so they are noticed)."""
+        if not self.pending:
+            return {}
+        host = jax.device_get(self.pending)
+        self.pending = []
+        return {name: float(np.mean([m[name] for m in host])) for name in host[0]}
+
+    def all_finite(self, name: str = "loss") -> bool:
+        """Whether every pending value of `name` is finite (forces a transfer)."""
+        return all(np.isfinite(v) for v in jax.device_get([m[name] for m in self.pending]))

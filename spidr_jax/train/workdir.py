@@ -1,0 +1,87 @@
+"""The run's working directory (config, bad-audio report) and the host-to-device hand-off of batches."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from spidr_jax.config.loading import config_from_json, config_to_json
+from spidr_jax.config.model import ConfigError
+from spidr_jax.config.run import Config
+from spidr_jax.data.scan import ScanResult, format_problems
+
+CONFIG_FILE = "config.json"
+BAD_AUDIO_FILE = "bad_audio.txt"
+
+
+def prepare_workdir(cfg: Config, *, write: bool) -> Path:
+    """Create the workdir and write the run config (the reference's JSON layout) into it.
+
+    On a restart the model section must be the one the run was created with: other sections (max_steps, log
+    intervals, manifests) may change.
+    """
+    workdir = Path(cfg.run.workdir).expanduser().resolve()
+    path = workdir / CONFIG_FILE
+    if path.exists():
+        previous = config_from_json(path)
+        if previous.model != cfg.model:
+            changed = [
+                name for name, value in cfg.model.to_dict().items() if previous.model.to_dict().get(name) != value
+            ]
+            raise ConfigError(
+                f"{workdir} holds a run with another model config (model.{', model.'.join(changed) or 'type'} "
+                "differ); use a new run.workdir"
+            )
+    if write:
+        workdir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(config_to_json(cfg) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    return workdir
+
+
+def report_bad_audio(scan: ScanResult, workdir: Path, say: Callable[[str], None], *, write: bool) -> None:
+    """Print the scan's problems and list every excluded file in `<workdir>/bad_audio.txt`."""
+    if scan.num_too_short:
+        say(f"{scan.num_too_short} files shorter than data.min_sample_size are left out")
+    if not scan.problems:
+        return
+    say(f"{len(scan.problems)} audio files are unusable and left out (list in {workdir / BAD_AUDIO_FILE}):")
+    say(format_problems(scan))
+    if write:
+        lines = [json.dumps({"path": path, "problem": reason}) for path, reason in scan.problems]
+        (workdir / BAD_AUDIO_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Rows of every batch array split over 'data'."""
+    return NamedSharding(mesh, PartitionSpec("data"))
+
+
+def global_batch(host_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Rows of this process -> global arrays sharded over 'data' (the rows of all processes, in process order)."""
+    sharding = batch_sharding(mesh)
+    out = {}
+    for name, local in host_batch.items():
+        shape = (local.shape[0] * jax.process_count(), *local.shape[1:])
+        out[name] = jax.make_array_from_process_local_data(sharding, local, shape)
+    return out
+
+
+def abstract_batch(
+    batch_size: int, samples: int, frames: int, mesh: Mesh, *, channels: int | None
+) -> dict[str, jax.ShapeDtypeStruct]:
+    """Shapes of one global training batch, for compiling ahead of the loop."""
+    sharding = batch_sharding(mesh)
+    batch = {
+        "waveforms": jax.ShapeDtypeStruct((batch_size, samples), np.float32, sharding=sharding),
+        "mask": jax.ShapeDtypeStruct((batch_size, frames), np.bool_, sharding=sharding),
+    }
+    if channels is not None:
+        batch["channel_mask"] = jax.ShapeDtypeStruct((batch_size, channels), np.bool_, sharding=sharding)
+    return batch
