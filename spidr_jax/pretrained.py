@@ -125,9 +125,19 @@ def read_config(path: str | Path) -> DinoSRConfig:
         raise PretrainedFormatError(f"{config_path}: not a spidr_jax model config ({error!r})") from error
 
 
+def is_training_workdir(path: str | Path) -> bool:
+    """Whether `path` is a training run's workdir (rather than a converted model directory)."""
+    return (Path(path) / "checkpoints").is_dir() and not (Path(path) / STATE_DIR).is_dir()
+
+
 def read_pretrained(path: str | Path) -> tuple[DinoSRConfig, dict]:
-    """(config, numpy state tree) of a converted directory."""
+    """(config, numpy state tree) of a converted directory, or of a training workdir's newest checkpoint."""
     path = Path(path)
+    if is_training_workdir(path):
+        from spidr_jax.train.checkpoints import restore_model_tree  # noqa: PLC0415 (training code, loaded on demand)
+
+        run_cfg, tree, _ = restore_model_tree(path)
+        return run_cfg.model, tree
     cfg = read_config(path)
     state_path = (path / STATE_DIR).resolve()
     if not state_path.is_dir():
@@ -142,6 +152,9 @@ def read_pretrained(path: str | Path) -> tuple[DinoSRConfig, dict]:
 
 
 def load_pretrained(path: str | Path, *, dtype: jnp.dtype = jnp.float32) -> DinoSR:
-    """A ready SpidR/DinoSR model from a converted directory (see `convert/torch_to_orbax.py`)."""
+    """A ready SpidR/DinoSR model from a converted directory or a training workdir (its newest checkpoint).
+
+    Converted directories come from `convert/torch_to_orbax.py`.
+    """
     cfg, tree = read_pretrained(path)
     return model_from_tree(cfg, tree, dtype=dtype)

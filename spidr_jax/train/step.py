@@ -90,19 +90,25 @@ def train_step(
         return loss * state.loss_scale.scale, (sums, labels, prediction.targets)
 
     scaled_grads, (sums, labels, targets) = jax.grad(loss_fn, has_aux=True)(state.params)
-    grads = unscale(scaled_grads, state.loss_scale)
-    finite = all_finite(grads)
+    scaling = opt_cfg.mixed_precision  # the reference's GradScaler is on exactly then
+    grads = unscale(scaled_grads, state.loss_scale) if scaling else scaled_grads
+    finite = all_finite(grads) if scaling else jnp.bool_(True)  # noqa: FBT003
     grad_norm = global_norm(grads)
     grads = jax.tree.map(lambda g: g * clip_coefficient(grad_norm, opt_cfg.max_norm), grads)
 
     # AdamW on the parameters it owns; the caller-side -lr uses the step counter (see optimizer.py).
     lr = learning_rate_schedule(opt_cfg)(state.step)
-    updates, opt_state = adamw(opt_cfg).update(grads, state.opt_state, state.params)
     owned = update_mask(state.params, opt_cfg, model_cfg)
     keep = jax.tree.map(lambda o, f: o and not (f and extractor_frozen), owned, frozen)
-    params = jax.tree.map(lambda p, u, k: p - lr * u if k else p, state.params, updates, keep)
-    params = jax.tree.map(lambda new, old: jnp.where(finite, new, old), params, state.params)
-    opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), opt_state, state.opt_state)
+
+    def apply_update() -> tuple[dict, object]:
+        updates, opt_state = adamw(opt_cfg).update(grads, state.opt_state, state.params)
+        return jax.tree.map(lambda p, u, k: p - lr * u if k else p, state.params, updates, keep), opt_state
+
+    if scaling:  # a step with non-finite gradients is skipped, as GradScaler does
+        params, opt_state = jax.lax.cond(finite, apply_update, lambda: (state.params, state.opt_state))
+    else:
+        params, opt_state = apply_update()
 
     step = state.step + 1
     weight = ema_weight_schedule(model_cfg)(step)
