@@ -52,6 +52,7 @@ def get_config() -> config_dict.ConfigDict:
             "random_seed": 0,
             "bucket_method": "uniform",
             "alignments_path": config_dict.placeholder(str),
+            "num_static_shapes": 3,  # compiled (batch, samples) shapes
         }
     )
     config.model = config_dict.ConfigDict(

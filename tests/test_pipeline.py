@@ -63,7 +63,12 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def data_config(manifest: Path, **changes: object) -> DataConfig:
     cfg = DataConfig(
-        manifest=str(manifest), min_sample_size=2_000, max_sample_size=24_000, max_batch_length=48_000, num_workers=0
+        manifest=str(manifest),
+        min_sample_size=2_000,
+        max_sample_size=24_000,
+        max_batch_length=48_000,
+        num_workers=0,
+        num_static_shapes=3,
     )
     return replace(cfg, **changes)
 
@@ -78,7 +83,6 @@ def make(manifest: Path, *, seed: int = 0, shards: int = 2, **kwargs: object) ->
         num_data_shards=shards,
         process_index=kwargs.pop("process_index", 0),
         process_count=kwargs.pop("process_count", 1),
-        num_shapes=3,
         progress=False,
     )
 

@@ -41,7 +41,7 @@ class DataConfig:
     enable_padding: bool = False
     rand_crop: bool = True
     normalize: bool = True
-    num_buckets: int = 1000
+    num_buckets: int = 1000  # accepted for compatibility: batches come in `num_static_shapes` shapes instead
     min_sample_size: int = 2_000
     max_sample_size: int = 320_000
     max_batch_length: int = 3_800_000
@@ -53,6 +53,7 @@ class DataConfig:
     random_seed: int = 0
     bucket_method: Literal["uniform", "percentile"] = "uniform"
     alignments_path: str | None = None
+    num_static_shapes: int = 8  # not in the reference: how many (batch, samples) shapes the step compiles
 
 
 @dataclass(frozen=True)

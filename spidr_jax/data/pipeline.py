@@ -190,7 +190,6 @@ class TrainingData:
         num_data_shards: the data-parallel size (all devices of all processes on the 'data' axis).
         process_index: this process (default ``jax.process_index()``).
         process_count: the number of processes (default ``jax.process_count()``).
-        num_shapes: the most static shapes (bucket lengths) to use.
         progress: show a progress bar while scanning.
         single_pass: validation: one pass in manifest order, every row once (see `validation_batches`).
 
@@ -214,7 +213,6 @@ class TrainingData:
         num_data_shards: int,
         process_index: int | None = None,
         process_count: int | None = None,
-        num_shapes: int = 8,
         progress: bool = True,
         single_pass: bool = False,
     ) -> None:
@@ -247,7 +245,7 @@ class TrainingData:
             raise ManifestError(data_cfg.manifest, f"no usable rows ({', '.join(kinds)})")
         lengths = np.array([row.num_samples for row in self.scan.rows], dtype=np.int64)
         self.buckets: BucketStats = plan_buckets(
-            lengths, data_cfg, num_data_shards=num_data_shards, num_shapes=num_shapes, multiple=stride
+            lengths, data_cfg, num_data_shards=num_data_shards, num_shapes=data_cfg.num_static_shapes, multiple=stride
         )
         global_batches = [bucket.global_batch for bucket in self.buckets.buckets]
         if single_pass:
@@ -327,7 +325,6 @@ def validation_batches(
     num_data_shards: int,
     process_index: int | None = None,
     process_count: int | None = None,
-    num_shapes: int = 8,
     progress: bool = True,
 ) -> TrainingData:
     """One deterministic pass over a validation manifest: every row exactly once, in static shapes.
@@ -345,7 +342,6 @@ def validation_batches(
         num_data_shards=num_data_shards,
         process_index=process_index,
         process_count=process_count,
-        num_shapes=num_shapes,
         progress=progress,
         single_pass=True,
     )
