@@ -1,0 +1,204 @@
+"""The training run end to end (tiny config, small audio): resume equals uninterrupted, SIGTERM saves,
+a non-finite loss stops without saving, bad audio is reported, TensorBoard and validation, init from a
+converted checkpoint, and the trained workdir loads for extraction and validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from spidr_jax.evaluate.plots import read_scalars
+from spidr_jax.pretrained import load_pretrained, read_pretrained
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "configs" / "tiny.py")
+COMMON = [
+    "--config.data.num_static_shapes=1",
+    "--config.data.min_sample_size=8000",
+    "--config.data.max_sample_size=16000",
+    "--config.data.max_batch_length=64000",
+    "--config.run.log_interval=1",
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audio")
+    rng = np.random.default_rng(0)
+    rows = ["fileid,path,num_samples"]
+    for i in range(24):
+        n = int(rng.integers(16_000, 24_000))
+        t = np.arange(n) / 16_000
+        wav = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 400) * t) + 0.05 * rng.standard_normal(n)
+        sf.write(root / f"u{i}.wav", wav.astype(np.float32), 16_000, subtype="PCM_16")
+        rows.append(f"u{i},{root / f'u{i}.wav'},{n}")
+    (root / "train.csv").write_text("\n".join(rows) + "\n")
+    sf.write(root / "rate.wav", np.zeros(16_000, np.float32), 8_000)
+    (root / "with_bad.csv").write_text("\n".join([*rows, f"rate,{root / 'rate.wav'},16000"]) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("jax_cache")
+    return os.environ | {"SPIDR_JAX_COMPILATION_CACHE": str(cache), "JAX_PLATFORMS": "cpu"}
+
+
+def train_args(corpus: Path, workdir: Path, *extra: str, manifest: str = "train.csv") -> list[str]:
+    return [sys.executable, "-m", "spidr_jax.train", f"--config={TINY}", f"--config.data.manifest={corpus / manifest}",
+            f"--config.run.workdir={workdir}", *COMMON, *extra]  # fmt: skip
+
+
+def run(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, check=False, timeout=900)
+
+
+def losses(workdir: Path) -> dict[int, float]:
+    return dict(read_scalars(workdir)["train/loss"])
+
+
+def test_interrupted_runs_continue_exactly(corpus, env, tmp_path):
+    straight = run(train_args(corpus, tmp_path / "a", "--config.optimizer.max_steps=12"), env)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    first = run(train_args(corpus, tmp_path / "b", "--config.optimizer.max_steps=7"), env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = run(train_args(corpus, tmp_path / "b", "--config.optimizer.max_steps=12"), env)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "resumed" in second.stdout
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    _, tree_a = read_pretrained(tmp_path / "a")
+    _, tree_b = read_pretrained(tmp_path / "b")
+    for a, b in zip(_leaves(tree_a), _leaves(tree_b), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # A SIGTERM mid-run saves a checkpoint at the current step; the restart again continues exactly.
+    workdir = tmp_path / "c"
+    process = subprocess.Popen(
+        train_args(corpus, workdir, "--config.optimizer.max_steps=100000"), env=env, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and max(_logged_steps(workdir), default=0) < 4:
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "saved a checkpoint" in stdout
+    stopped = max(_logged_steps(workdir))
+    assert stopped >= 4
+    assert (workdir / "checkpoints" / str(stopped)).is_dir()
+    if stopped < 12:
+        resumed = run(train_args(corpus, workdir, "--config.optimizer.max_steps=12"), env)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        assert losses(workdir) == losses(tmp_path / "a")
+
+
+def _logged_steps(workdir: Path) -> list[int]:
+    try:
+        return [step for step, _ in read_scalars(workdir).get("train/loss", [])]
+    except (OSError, ValueError):
+        return []
+
+
+def _leaves(tree):
+    if isinstance(tree, dict):
+        for key in sorted(tree, key=str):
+            yield from _leaves(tree[key])
+    else:
+        yield np.asarray(tree)
+
+
+def test_metrics_validation_and_bad_audio(corpus, env, tmp_path):
+    workdir = tmp_path / "run"
+    validation = f"--config.validation={{'dev': {{'manifest': '{corpus / 'train.csv'}', 'num_static_shapes': 1}}}}"
+    result = run(
+        train_args(corpus, workdir, "--config.optimizer.max_steps=4", "--config.run.save_interval=2", validation,
+                   manifest="with_bad.csv"),
+        env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "rate.wav" in result.stdout
+    bad = [json.loads(line) for line in (workdir / "bad_audio.txt").read_text().splitlines()]
+    assert bad == [{"path": str(corpus / "rate.wav"), "problem": "sample rate is 8000 Hz, expected 16000 Hz"}]
+    scalars = read_scalars(workdir)
+    for name in ("loss", "lr", "grad_norm", "target_ppl", "pred_ppl", "ema_decay", "batch_size",
+                 "audio_seconds_per_second", "step_time", "codebook_usage"):  # fmt: skip
+        assert [step for step, _ in scalars[f"train/{name}"]] == [1, 2, 3, 4], name
+    assert [step for step, _ in scalars["dev/loss"]] == [0, 2, 4]
+    assert json.loads((workdir / "config.json").read_text())["validation"]["dev"]["manifest"].endswith("train.csv")
+    # The validate CLI gives the same numbers for the same checkpoint.
+    validated = run([sys.executable, "-m", "spidr_jax.validate", "--workdir", str(workdir), "--quiet"], env)
+    assert validated.returncode == 0, validated.stderr[-2000:]
+    record = json.loads((workdir / "validation.jsonl").read_text().splitlines()[-1])
+    assert record["step"] == 4
+    np.testing.assert_allclose(record["loss"], dict(scalars["dev/loss"])[4], rtol=1e-5)
+
+
+def test_non_finite_loss_stops_without_saving(env, tmp_path):
+    wav = np.zeros(16_000, np.float32)
+    wav[100] = np.inf
+    rows = ["fileid,path,num_samples"]
+    for i in range(4):
+        sf.write(tmp_path / f"inf{i}.wav", wav, 16_000, subtype="FLOAT")
+        rows.append(f"inf{i},{tmp_path / f'inf{i}.wav'},16000")
+    (tmp_path / "inf.csv").write_text("\n".join(rows) + "\n")
+    workdir = tmp_path / "run"
+    result = run(train_args(tmp_path, workdir, "--config.optimizer.max_steps=5", manifest="inf.csv"), env)
+    assert result.returncode == 1
+    assert "the loss is not finite at step 1" in result.stderr
+    assert "last good checkpoint (step 0)" in result.stderr
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["0"]
+
+
+def test_bad_config_fails_before_compiling(corpus, env, tmp_path):
+    result = run(train_args(corpus, tmp_path / "run", "--config.data.max_batch_length=100"), env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: data.max_batch_length (100) must be >= data.max_sample_size (16000)"
+    ]
+    missing = run([sys.executable, "-m", "spidr_jax.train", f"--config={TINY}"], env)
+    assert missing.returncode != 0
+    assert "run.workdir is required" in missing.stderr
+
+
+def test_init_from_converted_checkpoint_and_extract_from_workdir(corpus, env, tmp_path):
+    import torch
+    from spidr.config import SpidRConfig as TorchSpidRConfig
+    from spidr.models import SpidR as TorchSpidR
+
+    from spidr_jax.config.cli import parse_config
+    from spidr_jax.interop.convert import torch_to_orbax
+
+    cfg = parse_config([f"--config={TINY}"])
+    fields = cfg.model.to_dict()
+    for name in ("ema_timescale", "ema_threshold"):
+        fields[name] = getattr(cfg.model, name)
+    torch.manual_seed(0)
+    reference = TorchSpidR(TorchSpidRConfig(**fields))
+    (tmp_path / "release").mkdir()
+    torch.save({"model": reference.state_dict()}, tmp_path / "release" / "tiny.pt")
+    (tmp_path / "release" / "config.json").write_text(json.dumps({"model": fields}))
+    converted = torch_to_orbax(tmp_path / "release" / "tiny.pt", tmp_path / "converted", "spidr")
+    workdir = tmp_path / "run"
+    result = run(
+        train_args(corpus, workdir, "--config.optimizer.max_steps=2", f"--config.run.init_ckpt={converted}"), env
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"weights from {converted}" in result.stdout
+    trained = load_pretrained(workdir)
+    assert int(trained.current_step[...]) == 2
+    extracted = run(
+        [sys.executable, "-m", "spidr_jax.extract", "--checkpoint", str(workdir), "--manifest",
+         str(corpus / "train.csv"), "--output", str(tmp_path / "units"), "--layer", "4", "--units", "--quiet"],
+        env,
+    )  # fmt: skip
+    assert extracted.returncode == 0, extracted.stderr[-2000:]
+    assert len((tmp_path / "units" / "units.jsonl").read_text().splitlines()) == 24
