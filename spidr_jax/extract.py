@@ -17,6 +17,7 @@ from spidr_jax.cli_errors import exit_on_error
 from spidr_jax.data.audio import AudioError
 from spidr_jax.data.manifest import ManifestError
 from spidr_jax.extraction import ExtractionError, ExtractionOptions, run_extraction
+from spidr_jax.inference import Batching
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,10 +50,10 @@ def main(argv: list[str] | None = None) -> None:
         units=args.units,
         before_residual=not args.after_residual,
         stop_on_error=args.on_error == "stop",
-        normalize=not args.no_normalize,
         dtype=args.dtype,
-        batch_seconds=args.batch_seconds,
-        max_batch_size=args.max_batch_size,
+        batching=Batching(
+            normalize=not args.no_normalize, batch_seconds=args.batch_seconds, max_batch_size=args.max_batch_size
+        ),
         progress=not args.quiet,
     )
     with exit_on_error((AudioError, ManifestError, ExtractionError)):

@@ -1,0 +1,121 @@
+"""Run a model over every file of a manifest: whole utterances in a few static padded shapes, on all devices.
+
+`model_outputs` yields one array per file (its valid frames only), or the reason a file could not be read.
+It serves the extraction CLI, unit-quality evaluation and the end-of-training report alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from spidr_jax.data.audio import SAMPLE_RATE, AudioError, normalize, read_audio
+from spidr_jax.data.manifest import ManifestRow
+from spidr_jax.data.padded_batches import PaddedBatch, padding_fraction, plan_padded_batches
+from spidr_jax.data.scan import bounded_map
+from spidr_jax.models import DinoSR
+from spidr_jax.sharding import data_mesh
+
+# (model, waveforms (B, S), lengths (B,)) -> a batch-first array (B, T, ...)
+OutputFunction = Callable[[DinoSR, jax.Array, jax.Array], jax.Array]
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How files are grouped into padded batches."""
+
+    normalize: bool = True  # per-utterance standardization, as the models were trained
+    batch_seconds: float = 200.0  # audio per batch over all devices
+    max_batch_size: int = 64
+
+
+class FileOutput(NamedTuple):
+    """The output of one manifest row (frames of the file only), or why there is none."""
+
+    index: int
+    value: np.ndarray | None
+    error: str | None
+    seconds: float
+
+
+def features_at(layer: int, *, before_residual: bool = True) -> OutputFunction:
+    """Student features of a 1-based layer, (B, T, D) float32."""
+
+    def output(model: DinoSR, waveforms: jax.Array, lengths: jax.Array) -> jax.Array:
+        layers = model.get_intermediate_outputs(waveforms, lengths, num_layers=layer, before_residual=before_residual)
+        return layers[layer - 1].astype(np.float32)
+
+    return output
+
+
+def units_of_codebooks(model: DinoSR, waveforms: jax.Array, lengths: jax.Array) -> jax.Array:
+    """Units of every codebook layer, (B, T, C) int32 (the last C layers, in order)."""
+    return model.units(waveforms, lengths).transpose(1, 2, 0)
+
+
+def load_batch(
+    batch: PaddedBatch, rows: list[ManifestRow], *, normalize_audio: bool
+) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """Decode and zero-pad one batch: (waveforms (B, S), lengths (B,), {row index: failure reason})."""
+    waveforms = np.zeros((batch.batch_size, batch.length), np.float32)
+    lengths = np.full((batch.batch_size,), batch.length, np.int32)  # filler rows: full length, ignored
+    failures = {}
+    for slot, index in enumerate(batch.indices):
+        try:
+            audio = read_audio(rows[index])
+        except AudioError as error:
+            failures[index], lengths[slot] = error.reason, 0
+            continue
+        if len(audio) > batch.length:  # the batch was planned from the manifest's lengths
+            failures[index] = f"has {len(audio)} samples, the manifest says {rows[index].num_samples}"
+            lengths[slot] = 0
+            continue
+        waveforms[slot, : len(audio)] = normalize(audio) if normalize_audio else audio
+        lengths[slot] = len(audio)
+    return waveforms, lengths, failures
+
+
+def plan(rows: list[ManifestRow], batching: Batching, num_devices: int) -> tuple[list[PaddedBatch], float]:
+    """The padded batches for these rows, and the share of computed samples that is padding."""
+    lengths = [row.num_samples for row in rows]
+    batches = plan_padded_batches(
+        lengths,
+        max_batch_samples=int(batching.batch_seconds * SAMPLE_RATE),
+        max_batch_size=batching.max_batch_size,
+        batch_multiple=num_devices,
+    )
+    return batches, padding_fraction(lengths, batches)
+
+
+def model_outputs(
+    model: DinoSR, rows: list[ManifestRow], output: OutputFunction, batching: Batching = Batching()
+) -> Iterator[FileOutput]:
+    """One FileOutput per row (in batch order, longest first); decoding runs ahead in threads."""
+    mesh = data_mesh(jax.local_devices())
+    graphdef, state = nnx.split(model)
+    state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
+    run = jax.jit(lambda state, waveforms, lengths: output(nnx.merge(graphdef, state), waveforms, lengths))
+    batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
+    batches, _ = plan(rows, batching, mesh.size)
+
+    def load(batch: PaddedBatch) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+        return load_batch(batch, rows, normalize_audio=batching.normalize)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for batch, (waveforms, lengths, failures) in zip(
+            batches, bounded_map(load, batches, pool, window=3), strict=True
+        ):
+            values = np.asarray(run(state, jax.device_put(waveforms, batch_sharding), lengths))
+            frames = np.asarray(model.frame_lengths(lengths))
+            for slot, index in enumerate(batch.indices):
+                if index in failures:
+                    yield FileOutput(index, None, failures[index], 0.0)
+                else:
+                    yield FileOutput(index, values[slot, : frames[slot]], None, lengths[slot] / SAMPLE_RATE)
