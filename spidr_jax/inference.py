@@ -6,6 +6,7 @@ It serves the extraction CLI, unit-quality evaluation and the end-of-training re
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ class Batching:
     max_batch_size: int = 64
 
 
+DEFAULT_BATCHING = Batching()
+
+
 class FileOutput(NamedTuple):
     """The output of one manifest row (frames of the file only), or why there is none."""
 
@@ -45,6 +49,7 @@ class FileOutput(NamedTuple):
     seconds: float
 
 
+@functools.cache  # the same function object for the same layer, so its compiled form is reused
 def features_at(layer: int, *, before_residual: bool = True) -> OutputFunction:
     """Student features of a 1-based layer, (B, T, D) float32."""
 
@@ -58,6 +63,12 @@ def features_at(layer: int, *, before_residual: bool = True) -> OutputFunction:
 def units_of_codebooks(model: DinoSR, waveforms: jax.Array, lengths: jax.Array) -> jax.Array:
     """Units of every codebook layer, (B, T, C) int32 (the last C layers, in order)."""
     return model.units(waveforms, lengths).transpose(1, 2, 0)
+
+
+@functools.cache  # one jitted function per (model structure, output): evaluations during training reuse it
+def compiled_output(graphdef: nnx.GraphDef, output: OutputFunction) -> Callable[..., jax.Array]:
+    """Jitted (state, waveforms, lengths) -> output of the model `graphdef` describes."""
+    return jax.jit(lambda state, waveforms, lengths: output(nnx.merge(graphdef, state), waveforms, lengths))
 
 
 def load_batch(
@@ -95,13 +106,13 @@ def plan(rows: list[ManifestRow], batching: Batching, num_devices: int) -> tuple
 
 
 def model_outputs(
-    model: DinoSR, rows: list[ManifestRow], output: OutputFunction, batching: Batching = Batching()
+    model: DinoSR, rows: list[ManifestRow], output: OutputFunction, batching: Batching = DEFAULT_BATCHING
 ) -> Iterator[FileOutput]:
     """One FileOutput per row (in batch order, longest first); decoding runs ahead in threads."""
     mesh = data_mesh(jax.local_devices())
     graphdef, state = nnx.split(model)
     state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
-    run = jax.jit(lambda state, waveforms, lengths: output(nnx.merge(graphdef, state), waveforms, lengths))
+    run = compiled_output(graphdef, output)
     batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
     batches, _ = plan(rows, batching, mesh.size)
 

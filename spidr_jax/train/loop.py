@@ -25,6 +25,7 @@ from spidr_jax.train.runtime import enable_compilation_cache, initialize_distrib
 from spidr_jax.train.signals import StopSignals
 from spidr_jax.train.step import StepDefinition, compile_train_step
 from spidr_jax.train.tensorboard import MetricAverages, MetricsWriter
+from spidr_jax.train.units_report import UnitsMonitor
 from spidr_jax.train.workdir import abstract_batch, global_batch, prepare_workdir, report_bad_audio
 
 logger = logging.getLogger("spidr_jax.train")
@@ -85,6 +86,7 @@ def train(cfg: Config, *, progress: bool = True) -> RunResult:  # noqa: C901, PL
             step_fn.lower(state, shapes, extractor_frozen=frozen).compile()
             bar.advance(task)
     evaluate = eval_step_function(split, mesh)
+    units_monitor = UnitsMonitor(cfg.validation)
 
     # ---- logging ------------------------------------------------------------------------------------------
     writer = MetricsWriter(workdir / "tensorboard", enabled=is_main)
@@ -102,6 +104,8 @@ def train(cfg: Config, *, progress: bool = True) -> RunResult:  # noqa: C901, PL
                 )  # fmt: skip
             writer.scalars(name, values, step)
             say(f"validation {name} at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+        if units_monitor.sets:
+            units_monitor.evaluate(split.merge(state.params, state.teacher, state.codebooks), step, writer)
 
     if start_step == 0:
         save_and_validate(0)  # as the reference: the initial weights are a checkpoint too
@@ -143,6 +147,8 @@ def train(cfg: Config, *, progress: bool = True) -> RunResult:  # noqa: C901, PL
                 break
     checkpoints.close()
     writer.close()
+    if units_monitor.sets:
+        say(units_monitor.report(workdir, result.final_step))
     say(f"done: step {result.final_step}")
     return result
 

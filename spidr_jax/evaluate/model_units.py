@@ -1,0 +1,83 @@
+"""Unit quality of a model on an aligned corpus: its codebook units, or k-means units of a layer's features."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from spidr_jax.data.manifest import ManifestRow
+from spidr_jax.evaluate.alignments import pair_units_with_alignments
+from spidr_jax.evaluate.kmeans import KMeansModel, fit_kmeans
+from spidr_jax.evaluate.units_quality import UnitsQuality, units_quality
+from spidr_jax.inference import DEFAULT_BATCHING, Batching, features_at, model_outputs, units_of_codebooks
+from spidr_jax.models import DinoSR
+
+
+def codebook_layers(model: DinoSR) -> list[int]:
+    """The 1-based layers that have a codebook (the last C)."""
+    return list(range(model.num_layers - model.num_codebooks + 1, model.num_layers + 1))
+
+
+def collect(model: DinoSR, rows: Sequence[ManifestRow], output, batching: Batching) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """Map each readable row's fileid to its output (unreadable ones are skipped with a warning)."""
+    rows = list(rows)
+    out, failed = {}, []
+    for result in model_outputs(model, rows, output, batching):
+        if result.error is None:
+            out[rows[result.index].fileid] = result.value
+        else:
+            failed.append(f"{rows[result.index].location}: {result.error}")
+    if failed:
+        warnings.warn(f"{len(failed)} files could not be read: {'; '.join(failed[:5])}", stacklevel=2)
+    return out
+
+
+def codebook_units(
+    model: DinoSR, rows: Sequence[ManifestRow], batching: Batching = DEFAULT_BATCHING
+) -> dict[int, dict]:
+    """{layer: {fileid: units (T,)}} for every codebook layer, from one pass over the files."""
+    per_file = collect(model, rows, units_of_codebooks, batching)
+    return {
+        layer: {fileid: units[:, i] for fileid, units in per_file.items()}
+        for i, layer in enumerate(codebook_layers(model))
+    }
+
+
+def codebook_units_quality(
+    model: DinoSR,
+    rows: Sequence[ManifestRow],
+    alignments: Mapping[str, Sequence[str]],
+    *,
+    layers: Sequence[int] | None = None,
+    batching: Batching = DEFAULT_BATCHING,
+) -> dict[int, UnitsQuality]:
+    """Unit quality of the model's own codebook units, per layer (all codebook layers by default)."""
+    chosen = codebook_layers(model) if layers is None else list(layers)
+    units = codebook_units(model, rows, batching)
+    missing = sorted(set(chosen) - set(units))
+    if missing:
+        raise ValueError(f"layers {missing} have no codebook; codebook layers are {codebook_layers(model)}")
+    size = model.config.codebook_size
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # files without alignment: normal for a subset, counted by the caller
+        return {layer: units_quality(pair_units_with_alignments(alignments, units[layer]), num_units=size)
+                for layer in chosen}  # fmt: skip
+
+
+def kmeans_units_quality(
+    model: DinoSR,
+    rows: Sequence[ManifestRow],
+    alignments: Mapping[str, Sequence[str]],
+    *,
+    layer: int,
+    k: int,
+    seed: int = 0,
+    batching: Batching = DEFAULT_BATCHING,
+) -> tuple[UnitsQuality, KMeansModel]:
+    """Unit quality of k-means clusters of one layer's features (fitted on these files)."""
+    features = collect(model, rows, features_at(layer), batching)
+    kmeans = fit_kmeans(np.concatenate(list(features.values())), k, seed=seed)
+    units = {fileid: kmeans.predict(values) for fileid, values in features.items()}
+    return units_quality(pair_units_with_alignments(alignments, units), num_units=k), kmeans
