@@ -1,1 +1,11 @@
-"""spidr-jax: SpidR and DinoSR in JAX/Flax."""
+"""spidr-jax: SpidR and DinoSR self-supervised speech models in JAX/Flax.
+
+import spidr_jax
+model = spidr_jax.load_pretrained("converted/spidr_base")     # or a training run's workdir
+layers = model.get_intermediate_outputs(waveforms)              # (batch, samples) standardized 16 kHz audio
+"""
+
+from spidr_jax.pretrained import load_pretrained
+
+__all__ = ["load_pretrained"]
+__version__ = "0.1.0"
