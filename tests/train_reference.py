@@ -49,7 +49,7 @@ def reference_train(model, opt_cfg: OptimizerConfig, batches, freeze_step: int, 
             remove_param_group(optimizer, scheduler, 1)
         records.append(
             {
-                "loss": float(loss),
+                "loss": float(loss.detach()),
                 "grad_norm": float(grad_norm),
                 "target_ppl": float(outputs["target_ppl"]),
                 "pred_ppl": float(outputs["pred_ppl"]),

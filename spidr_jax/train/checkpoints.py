@@ -85,9 +85,11 @@ class RunCheckpoints:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
-        """Finish pending saves and release resources."""
-        self.manager.wait_until_finished()
-        self.manager.close()
+        """Finish pending saves and release resources (idempotent)."""
+        if self.manager is not None:
+            self.manager.wait_until_finished()
+            self.manager.close()
+            self.manager = None
 
 
 def abstract_like(state: TrainState, shardings: Any) -> TrainState:  # noqa: ANN401

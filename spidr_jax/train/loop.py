@@ -6,12 +6,14 @@ in `run.workdir` exactly (same step, optimizer, teacher, codebooks, RNG and data
 
 from __future__ import annotations
 
-import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import jax
+from jax.sharding import Mesh
 
 from spidr_jax.config.run import Config
 from spidr_jax.data.audio import SAMPLE_RATE
@@ -28,8 +30,6 @@ from spidr_jax.train.tensorboard import MetricAverages, MetricsWriter
 from spidr_jax.train.units_report import UnitsMonitor
 from spidr_jax.train.workdir import abstract_batch, global_batch, prepare_workdir, report_bad_audio
 
-logger = logging.getLogger("spidr_jax.train")
-
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped without saving."""
@@ -45,112 +45,139 @@ class RunResult:
     stopped_by_signal: int | None = None
 
 
-def train(cfg: Config, *, progress: bool = True) -> RunResult:  # noqa: C901, PLR0915 (the run, read top to bottom)
+def train(cfg: Config, *, progress: bool = True) -> RunResult:
     """Train until `optimizer.max_steps` (or a stop signal), logging, validating and checkpointing on the way."""
-    # ---- runtime: processes, devices, mesh ------------------------------------------------------------------
-    initialize_distributed()
-    enable_compilation_cache()
-    mesh = data_mesh()
-    is_main = jax.process_index() == 0
-    workdir = prepare_workdir(cfg, write=is_main)
-    say = print if is_main else (lambda *_: None)
-    say(f"workdir: {workdir}  ({mesh.size} devices, {jax.process_count()} processes)")
+    run = TrainingRun(cfg, progress=progress)
+    try:
+        return run.loop()
+    finally:
+        run.close()  # pending checkpoint saves complete even when the run stops on an error
 
-    # ---- input pipeline ---------------------------------------------------------------------------------------
-    data = TrainingData(
-        cfg.data, cfg.masking, cfg.model, seed=cfg.data.random_seed, num_data_shards=mesh.size, progress=is_main
-    )
-    report_bad_audio(data.scan, workdir, say, write=is_main)
-    say(data.buckets.describe())
-    validation = {
-        name: validation_batches(
-            val_cfg, cfg.masking, cfg.model, seed=cfg.data.random_seed, num_data_shards=mesh.size, progress=is_main
-        )
-        for name, val_cfg in cfg.validation.items()
-    }
 
-    # ---- model, optimizer and train state: resumed, converted (run.init_ckpt) or fresh --------------------
-    checkpoints = RunCheckpoints(workdir, keep_latest=cfg.run.keep_latest)
-    split, state, origin = initial_train_state(cfg, mesh, checkpoints)
-    start_step = int(jax.device_get(state.step))
-    say(f"train state: {origin}, step {start_step}")
+class TrainingRun:
+    """One run: everything set up in `__init__`, then `loop()`; `close()` finishes saves and logs."""
 
-    # ---- the compiled step, one executable per batch shape (compiled ahead of the loop) --------------------
-    step_fn = compile_train_step(StepDefinition(split, cfg.model, cfg.optimizer, mesh), state_sharding(state, mesh))
-    frozen = start_step >= cfg.model.freeze_step
-    channels = cfg.model.encoder_embed_dim if cfg.masking.mask_channel_prob > 0 else None
-    with make_progress(disable=not (progress and is_main)) as bar:
-        task = bar.add_task("compiling", total=len(data.shapes), status="")
-        for batch_size, samples in data.shapes:
-            shapes = abstract_batch(batch_size, samples, data.frames[samples], mesh, channels=channels)
-            step_fn.lower(state, shapes, extractor_frozen=frozen).compile()
-            bar.advance(task)
-    evaluate = eval_step_function(split, mesh)
-    units_monitor = UnitsMonitor(cfg.validation)
+    def __init__(self, cfg: Config, *, progress: bool) -> None:
+        self.cfg = cfg
+        # ---- runtime: processes, devices, mesh --------------------------------------------------------------
+        initialize_distributed()
+        enable_compilation_cache()
+        self.mesh: Mesh = data_mesh()
+        self.is_main = jax.process_index() == 0
+        self.progress = progress and self.is_main
+        self.workdir: Path = prepare_workdir(cfg, write=self.is_main)
+        self.say: Callable[[str], None] = print if self.is_main else (lambda _: None)
+        self.say(f"workdir: {self.workdir}  ({self.mesh.size} devices, {jax.process_count()} processes)")
 
-    # ---- logging ------------------------------------------------------------------------------------------
-    writer = MetricsWriter(workdir / "tensorboard", enabled=is_main)
-    averages = MetricAverages()
-    result = RunResult(start_step=start_step, final_step=start_step)
-    meta = {"data_seed": cfg.data.random_seed, "batches_per_epoch": data.batches_per_epoch}
+        # ---- input pipeline -----------------------------------------------------------------------------------
+        self.data = TrainingData(
+            cfg.data, cfg.masking, cfg.model, seed=cfg.data.random_seed, num_data_shards=self.mesh.size,
+            progress=self.is_main,
+        )  # fmt: skip
+        report_bad_audio(self.data.scan, self.workdir, self.say, write=self.is_main)
+        self.say(self.data.buckets.describe())
+        self.validation = {
+            name: validation_batches(
+                val_cfg,
+                cfg.masking,
+                cfg.model,
+                seed=cfg.data.random_seed,
+                num_data_shards=self.mesh.size,
+                progress=self.is_main,
+            )
+            for name, val_cfg in cfg.validation.items()
+        }
+        self.units_monitor = UnitsMonitor(cfg.validation)
 
-    def save_and_validate(step: int) -> None:
-        checkpoints.save(state, meta | {"step": step})
-        for name, val_data in validation.items():
+        # ---- model, optimizer and train state: resumed, converted (run.init_ckpt) or fresh ----------------
+        self.checkpoints = RunCheckpoints(self.workdir, keep_latest=cfg.run.keep_latest)
+        self.split, self.state, origin = initial_train_state(cfg, self.mesh, self.checkpoints)
+        self.start_step = int(jax.device_get(self.state.step))
+        self.say(f"train state: {origin}, step {self.start_step}")
+
+        # ---- the compiled step, one executable per batch shape, compiled before the loop ------------------
+        definition = StepDefinition(self.split, cfg.model, cfg.optimizer, self.mesh)
+        self.step_fn = compile_train_step(definition, state_sharding(self.state, self.mesh))
+        self.compile_ahead(extractor_frozen=self.start_step >= cfg.model.freeze_step)
+        self.evaluate = eval_step_function(self.split, self.mesh)
+
+        # ---- logging -----------------------------------------------------------------------------------------
+        self.writer = MetricsWriter(self.workdir / "tensorboard", enabled=self.is_main)
+        self.averages = MetricAverages()
+
+    def compile_ahead(self, *, extractor_frozen: bool) -> None:
+        """Compile the step for every batch shape of the data, with a progress bar."""
+        channels = self.cfg.model.encoder_embed_dim if self.cfg.masking.mask_channel_prob > 0 else None
+        with make_progress(disable=not self.progress) as bar:
+            task = bar.add_task("compiling", total=len(self.data.shapes), status="")
+            for batch_size, samples in self.data.shapes:
+                shapes = abstract_batch(batch_size, samples, self.data.frames[samples], self.mesh, channels=channels)
+                self.step_fn.lower(self.state, shapes, extractor_frozen=extractor_frozen).compile()
+                bar.advance(task)
+
+    def save_and_validate(self, step: int) -> None:
+        """Checkpoint (asynchronously), then score every validation set."""
+        meta = {"step": step, "data_seed": self.cfg.data.random_seed}
+        self.checkpoints.save(self.state, meta)
+        state = self.state
+        for name, val_data in self.validation.items():
             with val_data.iterator(0, val_data.num_batches) as batches:
-                values = validate(
-                    evaluate, state.params, state.teacher, state.codebooks,
-                    (global_batch(b, mesh) for _, b in batches),
-                )  # fmt: skip
-            writer.scalars(name, values, step)
-            say(f"validation {name} at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
-        if units_monitor.sets:
-            units_monitor.evaluate(split.merge(state.params, state.teacher, state.codebooks), step, writer)
+                device_batches = (global_batch(batch, self.mesh) for _, batch in batches)
+                values = validate(self.evaluate, state.params, state.teacher, state.codebooks, device_batches)
+            self.writer.scalars(name, values, step)
+            self.say(f"validation {name} at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+        if self.units_monitor.sets:
+            model = self.split.merge(state.params, state.teacher, state.codebooks)
+            self.units_monitor.evaluate(model, step, self.writer)
 
-    if start_step == 0:
-        save_and_validate(0)  # as the reference: the initial weights are a checkpoint too
+    def loop(self) -> RunResult:
+        """Train from the current step to `optimizer.max_steps`."""
+        cfg, result = self.cfg, RunResult(start_step=self.start_step, final_step=self.start_step)
+        if self.start_step == 0:
+            self.save_and_validate(0)  # as the reference: the initial weights are a checkpoint too
+        max_steps = cfg.optimizer.max_steps
+        interval_start = (time.perf_counter(), self.start_step)
+        with (
+            StopSignals() as signals,
+            self.data.iterator(self.start_step) as batches,
+            make_progress(disable=not self.progress) as bar,
+        ):
+            task = bar.add_task("training", total=max_steps, completed=self.start_step, status="")
+            for step, host_batch in batches:
+                if step >= max_steps:
+                    break
+                batch = global_batch(host_batch, self.mesh)
+                self.state, metrics = self.step_fn(self.state, batch, extractor_frozen=step >= cfg.model.freeze_step)
+                rows, samples = batch["waveforms"].shape
+                self.averages.add(metrics | {"batch_size": rows, "audio_seconds": rows * samples / SAMPLE_RATE})
+                done = result.final_step = step + 1
+                bar.advance(task)
+                if done % cfg.run.log_interval == 0 or done == max_steps:
+                    values = interval_values(self.averages.pop(), interval_start, done)
+                    interval_start = (time.perf_counter(), done)
+                    if not math.isfinite(values["loss"]):
+                        raise NonFiniteLossError(non_finite_message(done, self.checkpoints))
+                    self.writer.scalars("train", values, done)
+                    result.losses[done] = values["loss"]
+                    bar.update(task, status=progress_status(values))
+                if done % cfg.run.save_interval == 0 or done == max_steps or signals.received:
+                    if not self.averages.all_finite():
+                        raise NonFiniteLossError(non_finite_message(done, self.checkpoints))
+                    self.save_and_validate(done)
+                if signals.received:
+                    result.stopped_by_signal = signals.received
+                    self.say(f"received signal {signals.received}: saved a checkpoint at step {done}, stopping")
+                    break
+        self.close()
+        if self.units_monitor.sets:
+            self.say(self.units_monitor.report(self.workdir, result.final_step))
+        self.say(f"done: step {result.final_step}")
+        return result
 
-    # ---- the loop -----------------------------------------------------------------------------------------
-    max_steps = cfg.optimizer.max_steps
-    interval_start = (time.perf_counter(), start_step)
-    with (
-        StopSignals() as signals,
-        data.iterator(start_step) as batches,
-        make_progress(disable=not (progress and is_main)) as bar,
-    ):
-        task = bar.add_task("training", total=max_steps, completed=start_step, status="")
-        for step, host_batch in batches:
-            if step >= max_steps:
-                break
-            batch = global_batch(host_batch, mesh)
-            state, metrics = step_fn(state, batch, extractor_frozen=step >= cfg.model.freeze_step)
-            rows, samples = batch["waveforms"].shape
-            averages.add(metrics | {"batch_size": rows, "audio_seconds": rows * samples / SAMPLE_RATE})
-            done = result.final_step = step + 1
-            bar.advance(task)
-            if done % cfg.run.log_interval == 0 or done == max_steps:
-                values = interval_values(averages.pop(), interval_start, done)
-                interval_start = (time.perf_counter(), done)
-                if not math.isfinite(values["loss"]):
-                    raise NonFiniteLossError(non_finite_message(done, checkpoints))
-                writer.scalars("train", values, done)
-                result.losses[done] = values["loss"]
-                status = f"loss {values['loss']:.3f}  ppl {values['target_ppl']:.1f}/{values['pred_ppl']:.1f}"
-                bar.update(task, status=status)
-            if done % cfg.run.save_interval == 0 or done == max_steps or signals.received:
-                if not averages.all_finite():
-                    raise NonFiniteLossError(non_finite_message(done, checkpoints))
-                save_and_validate(done)
-            if signals.received:
-                result.stopped_by_signal = signals.received
-                say(f"received signal {signals.received}: saved a checkpoint at step {done}, stopping")
-                break
-    checkpoints.close()
-    writer.close()
-    if units_monitor.sets:
-        say(units_monitor.report(workdir, result.final_step))
-    say(f"done: step {result.final_step}")
-    return result
+    def close(self) -> None:
+        """Wait for pending checkpoint saves and flush the logs (safe to call twice)."""
+        self.checkpoints.close()
+        self.writer.close()
 
 
 def interval_values(means: dict[str, float], interval_start: tuple[float, int], done: int) -> dict[str, float]:
@@ -162,6 +189,11 @@ def interval_values(means: dict[str, float], interval_start: tuple[float, int], 
     values["audio_seconds_per_second"] = values.pop("audio_seconds") / seconds_per_step
     values["ema_decay"] = values["ema_decay"] * 1000
     return values
+
+
+def progress_status(values: dict[str, float]) -> str:
+    """The progress bar's text."""
+    return f"loss {values['loss']:.3f}  ppl {values['target_ppl']:.1f}/{values['pred_ppl']:.1f}"
 
 
 def non_finite_message(step: int, checkpoints: RunCheckpoints) -> str:

@@ -28,6 +28,7 @@ class MetricsWriter:
         """Flush and close the event file."""
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
 
 
 class MetricAverages:
