@@ -259,29 +259,20 @@ class MaskGenerator:
 
     def __init__(self, cfg: MaskingConfig) -> None:
         self.cfg = cfg
+        # The reference's settings for both kinds of mask (channel masks have no minimum span count).
+        self.time_spans = {
+            "mask_prob": cfg.mask_prob, "mask_length": cfg.mask_length, "mask_type": cfg.mask_selection,
+            "mask_other": cfg.mask_other, "min_masks": 2, "min_space": cfg.mask_min_space,
+        }  # fmt: skip
+        self.channel_spans = {
+            "mask_prob": cfg.mask_channel_prob, "mask_length": cfg.mask_channel_length,
+            "mask_type": cfg.mask_channel_selection, "mask_other": cfg.mask_channel_other, "min_masks": 0,
+            "min_space": cfg.mask_channel_min_space,
+        }  # fmt: skip
         # Fail at construction on a bad configuration rather than on the first batch.
-        if cfg.mask_prob != 0:
-            _check_arguments(
-                0,
-                0,
-                mask_prob=cfg.mask_prob,
-                mask_length=cfg.mask_length,
-                mask_type=cfg.mask_selection,
-                mask_other=cfg.mask_other,
-                min_masks=2,
-                min_space=cfg.mask_min_space,
-            )
-        if cfg.mask_channel_prob != 0:
-            _check_arguments(
-                0,
-                0,
-                mask_prob=cfg.mask_channel_prob,
-                mask_length=cfg.mask_channel_length,
-                mask_type=cfg.mask_channel_selection,
-                mask_other=cfg.mask_channel_other,
-                min_masks=0,
-                min_space=cfg.mask_channel_min_space,
-            )
+        for spans in (self.time_spans, self.channel_spans):
+            if spans["mask_prob"] != 0:
+                _check_arguments(0, 0, **spans)
 
     def __call__(
         self,
@@ -297,38 +288,19 @@ class MaskGenerator:
         `valid_frames` is the number of valid frames per row (all frames when None). The channel mask applies to
         every frame of a row.
         """
-        cfg = self.cfg
         time_mask = None
-        if cfg.mask_prob > 0:
+        if self.cfg.mask_prob > 0:
             if valid_frames is None:
                 valid_frames = np.full(batch_size, num_frames, dtype=np.int64)
             time_mask = compute_span_mask(
-                rng,
-                batch_size,
-                num_frames,
-                mask_prob=cfg.mask_prob,
-                mask_length=cfg.mask_length,
-                mask_type=cfg.mask_selection,
-                mask_other=cfg.mask_other,
-                min_masks=2,
-                min_space=cfg.mask_min_space,
-                no_overlap=cfg.no_mask_overlap,
-                valid_frames=valid_frames,
-            )
+                rng, batch_size, num_frames, no_overlap=self.cfg.no_mask_overlap, valid_frames=valid_frames,
+                **self.time_spans,
+            )  # fmt: skip
         channel_mask = None
-        if cfg.mask_channel_prob > 0:
+        if self.cfg.mask_channel_prob > 0:
             if channels is None:
                 raise ValueError("channel masking is enabled (mask_channel_prob > 0): pass `channels`")
             channel_mask = compute_span_mask(
-                rng,
-                batch_size,
-                channels,
-                mask_prob=cfg.mask_channel_prob,
-                mask_length=cfg.mask_channel_length,
-                mask_type=cfg.mask_channel_selection,
-                mask_other=cfg.mask_channel_other,
-                min_masks=0,
-                min_space=cfg.mask_channel_min_space,
-                no_overlap=cfg.no_mask_channel_overlap,
+                rng, batch_size, channels, no_overlap=self.cfg.no_mask_channel_overlap, **self.channel_spans
             )
         return time_mask, channel_mask

@@ -317,34 +317,16 @@ class TrainingData:
 
 
 def validation_batches(
-    data_cfg: DataConfig,
-    masking_cfg: MaskingConfig,
-    model_cfg: DinoSRConfig,
-    *,
-    seed: int,
-    num_data_shards: int,
-    process_index: int | None = None,
-    process_count: int | None = None,
-    progress: bool = True,
+    data_cfg: DataConfig, masking_cfg: MaskingConfig, model_cfg: DinoSRConfig, **options: object
 ) -> TrainingData:
     """One deterministic pass over a validation manifest: every row exactly once, in static shapes.
 
     Rows are bucketed and cropped as in training (shapes chosen from this manifest's lengths; crops and masks
     drawn from (seed, batch index), identical on every pass). A bucket's last partial batch is filled up with
     repeats of its rows, flagged by ``batch["real"] == False``: weight metrics by ``real`` so that they cover
-    the real rows only. ``data.drop_last`` is ignored.
+    the real rows only. ``data.drop_last`` is ignored. `options` are `TrainingData`'s keyword arguments.
     """
-    return TrainingData(
-        data_cfg,
-        masking_cfg,
-        model_cfg,
-        seed=seed,
-        num_data_shards=num_data_shards,
-        process_index=process_index,
-        process_count=process_count,
-        progress=progress,
-        single_pass=True,
-    )
+    return TrainingData(data_cfg, masking_cfg, model_cfg, single_pass=True, **options)
 
 
 def _process(index: int | None, count: int | None) -> tuple[int, int]:
