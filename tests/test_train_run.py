@@ -202,3 +202,25 @@ def test_init_from_converted_checkpoint_and_extract_from_workdir(corpus, env, tm
     )  # fmt: skip
     assert extracted.returncode == 0, extracted.stderr[-2000:]
     assert len((tmp_path / "units" / "units.jsonl").read_text().splitlines()) == 24
+
+
+def test_folder_of_real_audio_to_falling_loss(env, tmp_path):
+    """The issue's path: write_manifest over a folder of real speech, then tiny training; the loss falls."""
+    audio = ROOT / "spidr_jax" / "demo" / "corpus" / "audio" / "train"
+    made = subprocess.run(
+        [sys.executable, "-m", "spidr_jax.data.write_manifest", str(audio), str(tmp_path / "manifest.csv"),
+         "--ext", ".flac"],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert len((tmp_path / "manifest.csv").read_text().splitlines()) == 1 + 272
+    result = run(
+        [sys.executable, "-m", "spidr_jax.train", f"--config={TINY}",
+         f"--config.data.manifest={tmp_path / 'manifest.csv'}", f"--config.run.workdir={tmp_path / 'run'}",
+         "--config.optimizer.max_steps=60", "--config.run.log_interval=10", "--config.data.num_static_shapes=1"],
+        env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    logged = losses(tmp_path / "run")
+    assert sorted(logged) == [10, 20, 30, 40, 50, 60]
+    assert logged[60] < logged[10] - 0.5
