@@ -188,14 +188,10 @@ def test_two_processes_train_as_one_with_four_devices(manifest, cache, tmp_path)
     _, tree_single = read_pretrained(single)
     _, tree_multi = read_pretrained(multi)
     for a, b in zip(leaves(tree_single), leaves(tree_multi), strict=True):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+        # Sums over devices (gradients, codebook statistics) are reduced in another order across processes.
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(a), initial=1.0)))
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="a SIGTERM reaching one process only stops that one; the others go on into its next step and hang "
-    "(the stop must be agreed by all processes: jax.experimental.multihost_utils.reached_preemption_sync_point)",
-)
 def test_a_stop_signal_on_one_process_stops_all_at_one_checkpoint(manifest, cache, tmp_path):
     workdir, logs = tmp_path / "run", tmp_path / "logs"
     started = launch(train_args(manifest, workdir, 100_000), cache, logs, processes=2, devices=2)
@@ -206,7 +202,7 @@ def test_a_stop_signal_on_one_process_stops_all_at_one_checkpoint(manifest, cach
             time.sleep(0.5)
         started[1].send_signal(signal.SIGTERM)  # a preemption notice for the second host only
     finally:
-        results = finish(started, logs, timeout=90)
+        results = finish(started, logs, timeout=45)  # a stop takes seconds
     for rank, result in enumerate(results):
         assert result.returncode == 128 + signal.SIGTERM, f"process {rank} exited {result.returncode}: {result.stderr}"
     stopped = max(logged_steps(workdir))

@@ -152,6 +152,7 @@ class TrainingRun:
                 self.averages.add(metrics | {"batch_size": rows, "audio_seconds": rows * samples / SAMPLE_RATE})
                 done = result.final_step = step + 1
                 bar.advance(task)
+                signals.poll(done)
                 if done % cfg.run.log_interval == 0 or done == max_steps:
                     values = interval_values(self.averages.pop(), interval_start, done)
                     interval_start = (time.perf_counter(), done)

@@ -8,8 +8,13 @@ from pathlib import Path
 import jax
 
 
-def expected_process_count() -> int:
-    """How many JAX processes this launch has, from the environment (1 for a plain local run)."""
+def expected_process_count() -> int | None:
+    """How many JAX processes this launch has, from the environment (1 for a plain local run).
+
+    None when `SPIDR_JAX_DISTRIBUTED=1` asks JAX to find out (Cloud TPU VMs, other detected clusters).
+    """
+    if os.environ.get("SPIDR_JAX_DISTRIBUTED") == "1":
+        return None
     if "JAX_NUM_PROCESSES" in os.environ:
         return int(os.environ["JAX_NUM_PROCESSES"])
     if "SLURM_NTASKS" in os.environ and "SLURM_PROCID" in os.environ:
@@ -21,10 +26,11 @@ def expected_process_count() -> int:
 def initialize_distributed() -> None:
     """Join the other processes of this job; a no-op for a single process.
 
-    Processes are found from SLURM, a Cloud TPU pod, or explicit JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
-    JAX_PROCESS_ID variables.
+    Processes are found from SLURM, a Cloud TPU pod, explicit JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+    JAX_PROCESS_ID variables, or JAX's own cluster detection when SPIDR_JAX_DISTRIBUTED=1.
     """
-    if expected_process_count() <= 1 or jax.distributed.is_initialized():
+    count = expected_process_count()
+    if (count is not None and count <= 1) or jax.distributed.is_initialized():
         return
     if "JAX_COORDINATOR_ADDRESS" in os.environ:
         jax.distributed.initialize(

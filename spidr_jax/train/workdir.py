@@ -25,6 +25,8 @@ def prepare_workdir(cfg: Config, *, write: bool) -> Path:
     On a restart the model section must be the one the run was created with: other sections (max_steps, log
     intervals, manifests) may change.
     """
+    if "://" in cfg.run.workdir:
+        raise ConfigError(f"run.workdir must be a local or mounted path, not a URL: {cfg.run.workdir}")
     workdir = Path(cfg.run.workdir).expanduser().resolve()
     path = workdir / CONFIG_FILE
     if path.exists():
