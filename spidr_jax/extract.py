@@ -38,6 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype")
     parser.add_argument("--batch-seconds", type=float, default=200.0, help="audio per batch (all devices)")
     parser.add_argument("--max-batch-size", type=int, default=64, help="utterances per batch at most")
+    parser.add_argument("--max-shapes", type=int, default=8, help="padded lengths (compilations) at most")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -52,7 +53,10 @@ def main(argv: list[str] | None = None) -> None:
         stop_on_error=args.on_error == "stop",
         dtype=args.dtype,
         batching=Batching(
-            normalize=not args.no_normalize, batch_seconds=args.batch_seconds, max_batch_size=args.max_batch_size
+            normalize=not args.no_normalize,
+            batch_seconds=args.batch_seconds,
+            max_batch_size=args.max_batch_size,
+            max_shapes=args.max_shapes,
         ),
         progress=not args.quiet,
     )

@@ -35,6 +35,7 @@ class Batching:
     normalize: bool = True  # per-utterance standardization, as the models were trained
     batch_seconds: float = 200.0  # audio per batch over all devices
     max_batch_size: int = 64
+    max_shapes: int = 8  # padded lengths, i.e. compilations
 
 
 DEFAULT_BATCHING = Batching()
@@ -101,6 +102,7 @@ def plan(rows: list[ManifestRow], batching: Batching, num_devices: int) -> tuple
         max_batch_samples=int(batching.batch_seconds * SAMPLE_RATE),
         max_batch_size=batching.max_batch_size,
         batch_multiple=num_devices,
+        max_shapes=batching.max_shapes,
     )
     return batches, padding_fraction(lengths, batches)
 

@@ -1,17 +1,18 @@
 """Whole utterances grouped into zero-padded batches of a few static shapes (for inference: no cropping).
 
-Each utterance goes to the shortest rung of a geometric ladder of lengths that holds it; each rung has one batch
-size (a token budget divided by the rung length, a multiple of the device count). Rungs too sparse to fill one
-batch are merged upwards. So a whole manifest compiles a handful of shapes, and on large manifests padding costs
-at most `growth - 1` of the audio.
+At most `max_shapes` padded lengths are chosen so that the padding over the whole manifest is minimal (an exact
+dynamic program over the sorted lengths); each utterance is padded to the shortest chosen length that holds it.
+The utterances of one length are split evenly into batches under a token budget (a multiple of the device count),
+so a manifest compiles at most `max_shapes` shapes and filler rows stay few.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -23,18 +24,39 @@ class PaddedBatch:
     indices: tuple[int, ...]
 
 
-def length_ladder(min_length: int, max_length: int, *, growth: float, multiple: int) -> list[int]:
-    """Geometric lengths from `min_length` up to at least `max_length`, each a multiple of `multiple`."""
-    if growth <= 1.0:
-        raise ValueError(f"growth must be > 1, got {growth}")
-    rungs, length = [], max(min_length, 1)
-    while True:
-        rung = math.ceil(length / multiple) * multiple
-        if not rungs or rung > rungs[-1]:
-            rungs.append(rung)
-        if rung >= max_length:
-            return rungs
-        length = rung * growth
+def choose_padded_lengths(lengths: Sequence[int], max_shapes: int, *, multiple: int) -> list[int]:
+    """At most `max_shapes` padded lengths (multiples of `multiple`) minimizing the total padding.
+
+    Each utterance is padded to the shortest chosen length that holds it; the longest chosen length holds all.
+    Exact: a dynamic program over the distinct rounded lengths (the candidates), one shape at a time.
+    """
+    if max_shapes < 1:
+        raise ValueError(f"max_shapes must be >= 1, got {max_shapes}")
+    rounded = np.sort(-(-np.asarray(lengths, dtype=np.int64) // multiple) * multiple)
+    candidates = np.unique(rounded)
+    ends = np.searchsorted(rounded, candidates, side="right")  # utterances up to each candidate
+    starts = np.concatenate([[0], ends[:-1]])  # row r: a group starting after candidate r - 1
+    prefix = np.concatenate([[0], np.cumsum(rounded)]).astype(np.float64)
+    # padding[r, j]: utterances starts[r] .. ends[j] - 1 padded to candidates[j]; only r <= j is a group.
+    padding = candidates[None, :] * (ends[None, :] - starts[:, None]) - (
+        prefix[ends][None, :] - prefix[starts][:, None]
+    )
+    size = len(candidates)
+    padding = np.where(np.arange(size)[:, None] <= np.arange(size)[None, :], padding, np.inf)
+    best = padding[0]  # one shape ending at each candidate
+    previous: list[np.ndarray] = []
+    for _ in range(1, min(max_shapes, size)):
+        options = best[:-1, None] + padding[1:, :]  # the group before ends at candidate r - 1
+        start = np.argmin(options, axis=0)
+        value = options[start, np.arange(size)]
+        previous.append(np.where(value < best, start, -1))  # -1: no gain from one more shape here
+        best = np.minimum(value, best)
+    chosen, j = [int(candidates[-1])], size - 1
+    for step in reversed(previous):
+        if step[j] >= 0:
+            j = int(step[j])  # the previous group ends at candidate j (row j + 1 started after it)
+            chosen.append(int(candidates[j]))
+    return sorted(chosen)
 
 
 def plan_padded_batches(
@@ -43,35 +65,23 @@ def plan_padded_batches(
     max_batch_samples: int,
     max_batch_size: int,
     batch_multiple: int = 1,
-    growth: float = 1.3,
+    max_shapes: int = 8,
     multiple: int = 320,
 ) -> list[PaddedBatch]:
-    """Batches covering every index of `lengths` once, longest rung first (so memory problems show up early)."""
+    """Batches covering every index of `lengths` once, longest first (so memory problems show up early)."""
     if not lengths:
         return []
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    ladder = length_ladder(min(lengths), max(lengths), growth=growth, multiple=multiple)
-    by_rung: dict[int, list[int]] = {}
-    rung = 0
-    for index in order:
-        while ladder[rung] < lengths[index]:
-            rung += 1
-        by_rung.setdefault(ladder[rung], []).append(index)
-
-    def rung_batch_size(length: int) -> int:
-        size = min(max_batch_samples // length, max_batch_size)
-        return max(batch_multiple, size // batch_multiple * batch_multiple)
-
-    # A rung that cannot fill one batch would cost a compilation for a partial batch: its rows move up a rung.
-    rungs = sorted(by_rung)
-    for shorter, longer in itertools.pairwise(rungs):
-        if len(by_rung[shorter]) < rung_batch_size(shorter):
-            by_rung[longer] = by_rung.pop(shorter) + by_rung[longer]
+    padded = choose_padded_lengths(lengths, max_shapes, multiple=multiple)
+    groups: dict[int, list[int]] = {}
+    for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        groups.setdefault(padded[int(np.searchsorted(padded, lengths[index]))], []).append(index)
     batches = []
-    for length in sorted(by_rung, reverse=True):
-        members = by_rung[length]
-        # Never more filler rows than needed to reach a multiple of the device count.
-        size = min(rung_batch_size(length), math.ceil(len(members) / batch_multiple) * batch_multiple)
+    for length in sorted(groups, reverse=True):
+        members = groups[length]
+        limit = max(batch_multiple, min(max_batch_samples // length, max_batch_size) // batch_multiple * batch_multiple)
+        # Split evenly: n batches of about len/n rows rather than full batches and one mostly-filler batch.
+        num_batches = math.ceil(len(members) / limit)
+        size = math.ceil(math.ceil(len(members) / num_batches) / batch_multiple) * batch_multiple
         batches.extend(
             PaddedBatch(length, size, tuple(members[start : start + size])) for start in range(0, len(members), size)
         )

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from spidr_jax.models.grouped_conv import grouped_conv1d
 from spidr_jax.models.layers import gelu, layer_norm, matmul_precision, uniform_fan_in
 
 
@@ -36,25 +37,11 @@ class ConvPositionalEmbedding(nnx.Module):
         for kernel, bias in zip(self.kernels, self.biases, strict=True):
             if mask is not None:
                 x = jnp.where(mask, x, 0)
-            x = self._grouped_conv(x.astype(self.dtype), kernel[...].astype(self.dtype))
+            x = grouped_conv1d(
+                x.astype(self.dtype), kernel[...].astype(self.dtype), self.groups, self.padding,
+                matmul_precision(self.dtype),
+            )  # fmt: skip
             x = gelu(layer_norm(x + bias[...].astype(self.dtype), None, None))
         if mask is not None:
             x = jnp.where(mask, x, 0)
         return x
-
-    def _grouped_conv(self, x: jax.Array, kernel: jax.Array) -> jax.Array:
-        if jax.default_backend() != "cpu":
-            return jax.lax.conv_general_dilated(
-                x, kernel, window_strides=(1,), padding=(self.padding,), dimension_numbers=("NWC", "WIO", "NWC"),
-                feature_group_count=self.groups, precision=matmul_precision(self.dtype),
-            )  # fmt: skip
-        # XLA:CPU runs grouped convolutions several times slower than one small batched matmul per kernel tap.
-        batch, frames, dim = x.shape
-        size = dim // self.groups
-        padded = jnp.pad(x, ((0, 0), self.padding, (0, 0))).reshape(batch, -1, self.groups, size)
-        taps = kernel.reshape(kernel.shape[0], size, self.groups, size)  # output channel = group * size + o
-        out = jnp.zeros((batch, frames, self.groups, size), x.dtype)
-        for tap in range(kernel.shape[0]):
-            window = jax.lax.dynamic_slice_in_dim(padded, tap, frames, axis=1)
-            out = out + jnp.einsum("btgc,cgo->btgo", window, taps[tap], precision=matmul_precision(self.dtype))
-        return out.reshape(batch, frames, dim)
