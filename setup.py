@@ -27,7 +27,7 @@ setup(
     ],
     extras_require={
         "torch": ["torch>=2.8"],
-        "abx": ["fastabx"],
+        "abx": ["fastabx; python_version >= '3.12'"],
         "plot": ["matplotlib"],
         "test": ["pytest>=8", "torch>=2.8", "matplotlib"],
     },

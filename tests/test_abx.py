@@ -42,7 +42,7 @@ def make_corpus(tmp_path, seed=0, *, speakers=("s1", "s2", "s3"), files_per_spea
 def test_missing_fastabx_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "fastabx", None)  # makes `import fastabx` fail
     item, separable, _, _ = make_corpus(tmp_path)
-    with pytest.raises(ImportError, match=r"ABX needs fastabx: pip install 'spidr-jax\[abx\]'"):
+    with pytest.raises(ImportError, match=r"ABX needs fastabx \(Python >= 3.12\): pip install 'spidr-jax\[abx\]'"):
         abx_error(item, separable, speaker="within")
 
 

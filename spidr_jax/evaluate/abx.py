@@ -29,7 +29,7 @@ import numpy as np
 
 __all__ = ["abx_error", "item_fileids"]
 
-_MISSING_FASTABX = "ABX needs fastabx: pip install 'spidr-jax[abx]'"
+_MISSING_FASTABX = "ABX needs fastabx (Python >= 3.12): pip install 'spidr-jax[abx]'"
 _CONTINUOUS_DISTANCES = ("angular", "cosine", "euclidean", "kl_symmetric")
 _UNIT_DISTANCES = ("angular", "cosine", "identical")
 _MAX_LISTED = 5
