@@ -18,6 +18,7 @@ import soundfile as sf
 
 from spidr_jax.evaluate.plots import read_scalars
 from spidr_jax.pretrained import load_pretrained, read_pretrained
+from tests.tone_corpus import write_tone_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny.py")
@@ -33,14 +34,7 @@ COMMON = [
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("audio")
-    rng = np.random.default_rng(0)
-    rows = ["fileid,path,num_samples"]
-    for i in range(24):
-        n = int(rng.integers(16_000, 24_000))
-        t = np.arange(n) / 16_000
-        wav = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 400) * t) + 0.05 * rng.standard_normal(n)
-        sf.write(root / f"u{i}.wav", wav.astype(np.float32), 16_000, subtype="PCM_16")
-        rows.append(f"u{i},{root / f'u{i}.wav'},{n}")
+    rows = write_tone_corpus(root)
     (root / "train.csv").write_text("\n".join(rows) + "\n")
     sf.write(root / "rate.wav", np.zeros(16_000, np.float32), 8_000)
     (root / "with_bad.csv").write_text("\n".join([*rows, f"rate,{root / 'rate.wav'},16000"]) + "\n")
