@@ -35,5 +35,5 @@ def initial_train_state(cfg: Config, mesh: Mesh, checkpoints: RunCheckpoints) ->
     sharding = state_sharding(state, mesh)
     if resuming:
         state, _ = checkpoints.restore(abstract_like(state, sharding))
-        origin = f"resumed from {checkpoints.directory} step {checkpoints.latest_step()}"
+        origin = f"resumed from {checkpoints.directory}"
     return split, jax.device_put(state, sharding), origin

@@ -98,7 +98,8 @@ class TrainingRun:
         # ---- the compiled step, one executable per batch shape, compiled before the loop ------------------
         definition = StepDefinition(self.split, cfg.model, cfg.optimizer, self.mesh)
         self.step_fn = compile_train_step(definition, state_sharding(self.state, self.mesh))
-        self.compile_ahead(extractor_frozen=self.start_step >= cfg.model.freeze_step)
+        if self.start_step < cfg.optimizer.max_steps:
+            self.compile_ahead(extractor_frozen=self.start_step >= cfg.model.freeze_step)
         self.evaluate = eval_step_function(self.split, self.mesh)
 
         # ---- logging -----------------------------------------------------------------------------------------
