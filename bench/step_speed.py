@@ -59,8 +59,7 @@ def reference_step_time(args: argparse.Namespace, batch: tuple[np.ndarray, np.nd
 def jax_step_time(args: argparse.Namespace, batch: tuple[np.ndarray, np.ndarray]) -> float:
     """Median seconds per compiled JAX training step (all local devices)."""
     from spidr_jax.config import DinoSRConfig, OptimizerConfig, SpidRConfig
-    from spidr_jax.sharding import data_mesh
-    from spidr_jax.train.initial_state import state_sharding
+    from spidr_jax.sharding import data_mesh, replicated
     from spidr_jax.train.state import init_model, new_train_state
     from spidr_jax.train.step import StepDefinition, compile_train_step
     from spidr_jax.train.workdir import global_batch
@@ -69,7 +68,7 @@ def jax_step_time(args: argparse.Namespace, batch: tuple[np.ndarray, np.ndarray]
     opt = OptimizerConfig(dtype=args.dtype)
     mesh = data_mesh()
     split, state = new_train_state(init_model(cfg, opt, seed=0), opt, seed=0)
-    sharding = state_sharding(state, mesh)
+    sharding = replicated(mesh, state)
     state = jax.device_put(state, sharding)
     step_fn = compile_train_step(StepDefinition(split, cfg, opt, mesh), sharding)
     device_batch = global_batch({"waveforms": batch[0], "mask": batch[1]}, mesh)

@@ -10,9 +10,9 @@ from spidr_jax.config.model import DinoSRConfig
 from spidr_jax.config.run import OptimizerConfig
 from spidr_jax.interop.torch_layout import state_dict_to_tree, tree_to_state_dict
 from spidr_jax.pretrained import model_from_tree
-from spidr_jax.sharding import data_mesh
+from spidr_jax.sharding import data_mesh, replicated
 from spidr_jax.train.state import COMPUTE_DTYPES, TrainState, new_train_state
-from spidr_jax.train.step import StepDefinition, compile_train_step, replicated_sharding
+from spidr_jax.train.step import StepDefinition, compile_train_step
 
 
 def jax_train(torch_state: dict, cfg: DinoSRConfig, opt: OptimizerConfig, batches, *, devices=None, seed=0):
@@ -21,7 +21,7 @@ def jax_train(torch_state: dict, cfg: DinoSRConfig, opt: OptimizerConfig, batche
     model = model_from_tree(cfg, tree, dtype=COMPUTE_DTYPES[opt.dtype])
     mesh = data_mesh(devices or jax.devices()[:1])
     split, state = new_train_state(model, opt, seed)
-    sharding = replicated_sharding(mesh, state)
+    sharding = replicated(mesh, state)
     state = jax.device_put(state, sharding)
     step = compile_train_step(StepDefinition(split, cfg, opt, mesh), sharding)
     records, snapshots = [], []

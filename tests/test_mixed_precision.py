@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from spidr_jax.config import OptimizerConfig, SpidRConfig
-from spidr_jax.sharding import data_mesh
+from spidr_jax.sharding import data_mesh, replicated
 from spidr_jax.train.loss_scale import GROWTH_INTERVAL, LossScale, init_loss_scale, update_loss_scale
 from spidr_jax.train.state import init_model, new_train_state
-from spidr_jax.train.step import StepDefinition, compile_train_step, replicated_sharding
+from spidr_jax.train.step import StepDefinition, compile_train_step
 from tests.reference import SMALL, reference_model
 from tests.step_harness import jax_train
 from tests.test_step_parity import CASES, FRAMES, OPTIMIZER, SAMPLES
@@ -76,7 +76,7 @@ def test_overflowing_step_is_skipped():
     split, state = new_train_state(init_model(cfg, opt, seed=0), opt, seed=0)
     state = state.replace(loss_scale=LossScale(jnp.float32(2.0**16), jnp.int32(5)))
     mesh = data_mesh(jax.devices()[:1])
-    sharding = replicated_sharding(mesh, state)
+    sharding = replicated(mesh, state)
     step = compile_train_step(StepDefinition(split, cfg, opt, mesh), sharding)
     before = jax.device_get(state.params)
     rng = np.random.default_rng(0)

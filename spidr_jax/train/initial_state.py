@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from spidr_jax.config.run import Config
 from spidr_jax.pretrained import load_pretrained
+from spidr_jax.sharding import replicated
 from spidr_jax.train.checkpoints import RunCheckpoints, abstract_like
 from spidr_jax.train.state import COMPUTE_DTYPES, ModelSplit, TrainState, init_model, new_train_state
-
-
-def state_sharding(state: TrainState, mesh: Mesh) -> TrainState:
-    """Every leaf replicated over the mesh (data parallelism; parameters are small enough)."""
-    return jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), state)
 
 
 def initial_train_state(cfg: Config, mesh: Mesh, checkpoints: RunCheckpoints) -> tuple[ModelSplit, TrainState, str]:
@@ -32,7 +28,7 @@ def initial_train_state(cfg: Config, mesh: Mesh, checkpoints: RunCheckpoints) ->
         model = init_model(cfg.model, cfg.optimizer, seed)
         origin = "fresh"
     split, state = new_train_state(model, cfg.optimizer, seed)
-    sharding = state_sharding(state, mesh)
+    sharding = replicated(mesh, state)
     if resuming:
         state, _ = checkpoints.restore(abstract_like(state, sharding))
         origin = f"resumed from {checkpoints.directory}"

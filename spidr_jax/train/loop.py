@@ -19,10 +19,10 @@ from spidr_jax.config.run import Config
 from spidr_jax.data.audio import SAMPLE_RATE
 from spidr_jax.data.pipeline import TrainingData, validation_batches
 from spidr_jax.progress import make_progress
-from spidr_jax.sharding import data_mesh
+from spidr_jax.sharding import data_mesh, replicated
 from spidr_jax.train.checkpoints import RunCheckpoints
 from spidr_jax.train.evaluation import eval_step_function, validate
-from spidr_jax.train.initial_state import initial_train_state, state_sharding
+from spidr_jax.train.initial_state import initial_train_state
 from spidr_jax.train.runtime import enable_compilation_cache, initialize_distributed
 from spidr_jax.train.signals import StopSignals
 from spidr_jax.train.step import StepDefinition, compile_train_step
@@ -97,7 +97,7 @@ class TrainingRun:
 
         # ---- the compiled step, one executable per batch shape, compiled before the loop ------------------
         definition = StepDefinition(self.split, cfg.model, cfg.optimizer, self.mesh)
-        self.step_fn = compile_train_step(definition, state_sharding(self.state, self.mesh))
+        self.step_fn = compile_train_step(definition, replicated(self.mesh, self.state))
         if self.start_step < cfg.optimizer.max_steps:
             self.compile_ahead(extractor_frozen=self.start_step >= cfg.model.freeze_step)
         self.evaluate = eval_step_function(self.split, self.mesh)

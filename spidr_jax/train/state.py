@@ -12,7 +12,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx, struct
 
 from spidr_jax.config.model import DinoSRConfig
@@ -78,8 +77,3 @@ def new_train_state(model: DinoSR, opt_cfg: OptimizerConfig, seed: int) -> tuple
 def init_model(model_cfg: DinoSRConfig, opt_cfg: OptimizerConfig, seed: int) -> DinoSR:
     """A freshly initialized model computing in the optimizer config's dtype."""
     return build_model(model_cfg, seed=seed, dtype=COMPUTE_DTYPES[opt_cfg.dtype])
-
-
-def optimizer_state_like(params: dict, opt_cfg: OptimizerConfig) -> optax.OptState:
-    """An optimizer state of the right structure (for restoring checkpoints)."""
-    return jax.eval_shape(adamw(opt_cfg).init, params)

@@ -160,8 +160,3 @@ def compile_train_step(definition: StepDefinition, state_sharding: object) -> Ca
 
     step.lower = lambda state, batch, *, extractor_frozen: jitted.lower(state, batch, extractor_frozen)
     return step
-
-
-def replicated_sharding(mesh: Mesh, tree: object) -> object:
-    """Every leaf of `tree` replicated over the mesh."""
-    return jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), tree)
