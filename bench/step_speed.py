@@ -2,6 +2,7 @@
 
     python bench/step_speed.py                       # base SpidR, batch 2 x 2 s, float32 on CPU
     python bench/step_speed.py --batch 8 --seconds 15 --dtype bfloat16   # on a GPU
+    python bench/step_speed.py --jax-only --xla-conv-grad   # spidr_jax alone, XLA's own grouped-conv gradient
 
 The reference step is its training loop body: forward (student, teacher, codebooks), backward, grad clipping,
 AdamW, LR scheduler and EMA update. Eager on CPU; on a GPU it is compiled with torch.compile and runs under bf16
@@ -54,6 +55,14 @@ def reference_step_time(args: argparse.Namespace, batch: tuple[np.ndarray, np.nd
             torch.cuda.synchronize()
 
     return timed(one_step, args.warmup, args.repeats)
+
+
+def use_xla_conv_gradient() -> None:
+    """Swap the positional convolution's hand-written weight gradient for XLA's own (to compare the two)."""
+    from spidr_jax.models import positional
+    from spidr_jax.models.grouped_conv import _convolve
+
+    positional.grouped_conv1d = _convolve
 
 
 def jax_step_time(args: argparse.Namespace, batch: tuple[np.ndarray, np.ndarray]) -> float:
@@ -115,11 +124,21 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--jax-only", action="store_true", help="time spidr_jax alone")
+    parser.add_argument("--xla-conv-grad", action="store_true", help="XLA's grouped-conv weight gradient")
     args = parser.parse_args()
+    if args.xla_conv_grad:
+        use_xla_conv_gradient()
     batch = make_batch(args.batch, args.seconds)
     ours = jax_step_time(args, batch)
-    reference = reference_step_time(args, batch)
     audio = args.batch * args.seconds
+    variant = " (XLA conv gradient)" if args.xla_conv_grad else ""
+    if args.jax_only:
+        print(f"{platform.node()} {jax.devices()[0].device_kind} x{jax.device_count()} | {args.model} base, batch "
+              f"{args.batch} x {args.seconds:g} s, {args.dtype}: spidr_jax{variant} {ours * 1e3:.0f} ms/step "
+              f"({audio / ours:.1f} audio s/s)")  # fmt: skip
+        return
+    reference = reference_step_time(args, batch)
     print(
         f"{platform.node()} {jax.devices()[0].device_kind} x{jax.device_count()} | {args.model} base, batch "
         f"{args.batch} x {args.seconds:g} s, {args.dtype}: spidr_jax {ours * 1e3:.0f} ms/step "
