@@ -5,6 +5,7 @@
 #   2. the model parity tests with JAX on the GPU (the reference on the CPU);
 #   3. feature extraction throughput against the reference;
 #   4. the step again with XLA's own grouped-convolution weight gradient (for grouped_conv.py's choice).
+# Compilation dominates the time; the limits below add up to 42 minutes.
 # Usage: bash bench/gpu_suite.sh [LOG_DIR]   (run from the repository root; spidr_jax and spidr importable)
 set -u
 logs=${1:-bench-logs}
@@ -23,7 +24,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import jax, jaxlib, flax, torch; print('jax', jax.__version__, jax.devices(), '| flax', flax.__version__, '| torch', torch.__version__)"
 
 step_args=(--batch 15 --seconds 15 --dtype bfloat16 --warmup 3 --repeats 10)
-part step 270 env XLA_PYTHON_CLIENT_MEM_FRACTION=0.4 python3 bench/step_speed.py "${step_args[@]}"
-part parity 80 env JAX_PLATFORMS=cuda python3 -m pytest -x -q -p no:cacheprovider tests/test_model_parity.py
-part extract 90 python3 bench/extract_speed.py --files 100
-part xla_conv_grad 80 python3 bench/step_speed.py --jax-only --xla-conv-grad "${step_args[@]}"
+part step 900 env XLA_PYTHON_CLIENT_MEM_FRACTION=0.4 python3 bench/step_speed.py "${step_args[@]}"
+part parity 600 env JAX_PLATFORMS=cuda python3 -m pytest -x -q -p no:cacheprovider tests/test_model_parity.py
+part extract 600 python3 bench/extract_speed.py --files 100
+part xla_conv_grad 400 python3 bench/step_speed.py --jax-only --xla-conv-grad "${step_args[@]}"

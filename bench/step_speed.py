@@ -92,8 +92,10 @@ def jax_step_time(args: argparse.Namespace, batch: tuple[np.ndarray, np.ndarray]
 
 def timed(fn, warmup: int, repeats: int) -> float:  # noqa: ANN001
     """Median wall time of `fn(step)` after `warmup` untimed calls (compilation happens there)."""
+    start = time.perf_counter()
     for i in range(warmup):
         fn(i + 1)
+    print(f"  warm-up, compilation included: {time.perf_counter() - start:.1f} s for {warmup} steps", flush=True)
     times = []
     for i in range(repeats):
         start = time.perf_counter()
@@ -133,6 +135,7 @@ def main() -> None:
     ours = jax_step_time(args, batch)
     audio = args.batch * args.seconds
     variant = " (XLA conv gradient)" if args.xla_conv_grad else ""
+    print(f"  spidr_jax{variant}: {ours * 1e3:.0f} ms/step", flush=True)
     if args.jax_only:
         print(f"{platform.node()} {jax.devices()[0].device_kind} x{jax.device_count()} | {args.model} base, batch "
               f"{args.batch} x {args.seconds:g} s, {args.dtype}: spidr_jax{variant} {ours * 1e3:.0f} ms/step "
