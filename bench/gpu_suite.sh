@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU measurements of BENCHMARKS.md in one go, each part under its own time limit:
-#   1. the training step of SpidR base against the reference (torch.compile, bf16 autocast), ~the paper's
+#   1. the training step of SpidR base against the reference (torch.compile, bf16 autocast), near the paper's
 #      per-GPU batch (3.6 M of its 3.8 M samples budget);
 #   2. the model parity tests with JAX on the GPU (the reference on the CPU);
 #   3. feature extraction throughput against the reference;
