@@ -136,16 +136,17 @@ def main() -> None:
     audio = args.batch * args.seconds
     variant = " (XLA conv gradient)" if args.xla_conv_grad else ""
     print(f"  spidr_jax{variant}: {ours * 1e3:.0f} ms/step", flush=True)
+    summary = (
+        f"{platform.node()} {jax.devices()[0].device_kind} x{jax.device_count()} | {args.model} base, batch "
+        f"{args.batch} x {args.seconds:g} s, {args.dtype}: spidr_jax{variant} {ours * 1e3:.0f} ms/step "
+        f"({audio / ours:.1f} audio s/s)"
+    )
     if args.jax_only:
-        print(f"{platform.node()} {jax.devices()[0].device_kind} x{jax.device_count()} | {args.model} base, batch "
-              f"{args.batch} x {args.seconds:g} s, {args.dtype}: spidr_jax{variant} {ours * 1e3:.0f} ms/step "
-              f"({audio / ours:.1f} audio s/s)")  # fmt: skip
+        print(summary)
         return
     reference = reference_step_time(args, batch)
     print(
-        f"{platform.node()} {jax.devices()[0].device_kind} x{jax.device_count()} | {args.model} base, batch "
-        f"{args.batch} x {args.seconds:g} s, {args.dtype}: spidr_jax {ours * 1e3:.0f} ms/step "
-        f"({audio / ours:.1f} audio s/s), reference {reference * 1e3:.0f} ms/step ({audio / reference:.1f} audio s/s), "
+        f"{summary}, reference {reference * 1e3:.0f} ms/step ({audio / reference:.1f} audio s/s), "
         f"speed-up x{reference / ours:.2f}"
     )
 
