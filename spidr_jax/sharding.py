@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 
@@ -15,3 +16,20 @@ def data_mesh(devices: list | None = None) -> Mesh:
 def replicated(mesh: Mesh, tree: object) -> object:
     """A sharding for every leaf of `tree`: replicated over the mesh (parameters and train state)."""
     return jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), tree)
+
+
+def put_replicated(tree: object, mesh: Mesh) -> object:
+    """Every leaf of `tree` replicated over the mesh, with the same values on every process.
+
+    Leaves already placed so are kept. Others go through host memory: with one device per process,
+    `jax.device_put` of a device array onto a multi-process sharding builds an array whose shards cannot be
+    read back (Orbax fails on it at the first save), while a host array is placed correctly.
+    """
+    sharding = NamedSharding(mesh, PartitionSpec())
+
+    def put(leaf: object) -> jax.Array:
+        if isinstance(leaf, jax.Array) and leaf.sharding == sharding:
+            return leaf
+        return jax.device_put(np.asarray(leaf), sharding)
+
+    return jax.tree.map(put, tree)

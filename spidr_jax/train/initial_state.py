@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import jax
 from jax.sharding import Mesh
 
 from spidr_jax.config.run import Config
 from spidr_jax.pretrained import load_pretrained
-from spidr_jax.sharding import replicated
+from spidr_jax.sharding import put_replicated, replicated
 from spidr_jax.train.checkpoints import RunCheckpoints, abstract_like
 from spidr_jax.train.state import COMPUTE_DTYPES, ModelSplit, TrainState, init_model, new_train_state
 
@@ -32,4 +31,4 @@ def initial_train_state(cfg: Config, mesh: Mesh, checkpoints: RunCheckpoints) ->
     if resuming:
         state, _ = checkpoints.restore(abstract_like(state, sharding))
         origin = f"resumed from {checkpoints.directory}"
-    return split, jax.device_put(state, sharding), origin
+    return split, put_replicated(state, mesh), origin

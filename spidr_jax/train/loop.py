@@ -134,7 +134,7 @@ class TrainingRun:
     def loop(self) -> RunResult:
         """Train from the current step to `optimizer.max_steps`."""
         cfg, result = self.cfg, RunResult(start_step=self.start_step, final_step=self.start_step)
-        if self.start_step == 0:
+        if self.checkpoints.latest_step() is None:
             self.save_and_validate(0)  # as the reference: the initial weights are a checkpoint too
         max_steps = cfg.optimizer.max_steps
         interval_start = (time.perf_counter(), self.start_step)
