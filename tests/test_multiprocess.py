@@ -1,10 +1,11 @@
-"""Training with several JAX processes on this machine, as on a cluster: 2 processes of 2 CPU devices each.
+"""Training with several JAX processes on this machine, as on a cluster: 2 or 4 processes of 1 or 2 CPU devices.
 
 The processes find each other through `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID` and run
 their cross-process collectives over Gloo (TCP). Each loads only its own rows of every global batch, so a run of
-2 processes x 2 devices must log the losses of 1 process x 4 devices, and a restart of both processes must resume from
-their common checkpoint. A stop signal reaching one process only must stop them all at the same step, with a
-checkpoint (a preemption notice on one host).
+P processes x D devices must log the losses of 1 process x P*D devices, and a restart of all processes must resume
+from their common checkpoint, also with another number of processes. One device per process is the layout of a
+GPU cluster (one process per GPU). A stop signal reaching one process only must stop them all at the same step,
+with a checkpoint (a preemption notice on one host).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +33,7 @@ OVERRIDES = [
     "--config.data.num_static_shapes=1",
     "--config.data.min_sample_size=8000",
     "--config.data.max_sample_size=16000",
-    "--config.data.max_batch_length=32000",  # 2 rows per device: a global batch of 8 rows over 4 devices
+    "--config.data.max_batch_length=32000",  # 2 rows per device: a global batch of 4 rows per 2 devices
     "--config.run.log_interval=1",
 ]
 TIMEOUT = 240  # seconds for one run of the trainer (a few steps of the tiny model take ~20 s on 2 cores)
@@ -68,6 +70,21 @@ def manifest(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("jax_cache")
+
+
+@pytest.fixture(scope="module")
+def single_run(manifest, cache, tmp_path_factory) -> Callable[[int], Path]:
+    """The workdir of a 4-step run of 1 process with a given number of devices (each run once per module)."""
+    done: dict[int, Path] = {}
+
+    def get(devices: int) -> Path:
+        if devices not in done:
+            workdir = tmp_path_factory.mktemp(f"single_{devices}")
+            run(train_args(manifest, workdir / "run", 4), cache, workdir / "logs", processes=1, devices=devices)
+            done[devices] = workdir / "run"
+        return done[devices]
+
+    return get
 
 
 def free_port() -> int:
@@ -160,20 +177,35 @@ def leaves(tree: object) -> list[np.ndarray]:
     return [np.asarray(tree)]
 
 
-def test_two_processes_train_as_one_with_four_devices(manifest, cache, tmp_path):
-    single = tmp_path / "single"
-    run(train_args(manifest, single, 4), cache, tmp_path / "logs_single", processes=1, devices=4)
+@pytest.mark.parametrize("layout", [(2, 1), (2, 2), (4, 1)], ids=["2x1_device", "2x2_devices", "4x1_device"])
+def test_processes_train_as_one(manifest, cache, single_run, tmp_path, layout):
+    processes, devices = layout  # processes, devices per process
+    single = single_run(processes * devices)
 
-    # 2 processes x 2 devices: 2 steps, then both restart and continue to step 4 from their common checkpoint.
+    # 2 steps, then all processes restart and continue to step 4 from their common checkpoint.
     multi = tmp_path / "multi"
-    first = run(train_args(manifest, multi, 2), cache, tmp_path / "logs_first", processes=2, devices=2)
-    assert "(4 devices, 2 processes)" in first[0].stdout
+    first = run(train_args(manifest, multi, 2), cache, tmp_path / "logs_first", processes=processes, devices=devices)
+    assert f"({processes * devices} devices, {processes} processes)" in first[0].stdout
     assert "workdir:" not in first[1].stdout  # only process 0 prints
     assert (multi / "checkpoints" / "2").is_dir()
-    second = run(train_args(manifest, multi, 4), cache, tmp_path / "logs_second", processes=2, devices=2)
+    second = run(train_args(manifest, multi, 4), cache, tmp_path / "logs_second", processes=processes, devices=devices)
     assert "resumed" in second[0].stdout
     assert (multi / "checkpoints" / "4").is_dir()
+    assert_same_run(single, multi)
 
+
+def test_a_run_resumes_on_another_number_of_processes(manifest, cache, single_run, tmp_path):
+    single = single_run(2)
+    # Saved by 2 processes of 1 device, resumed by 1 process of 2 devices (the same global batch).
+    moved = tmp_path / "moved"
+    run(train_args(manifest, moved, 2), cache, tmp_path / "logs_first", processes=2, devices=1)
+    second = run(train_args(manifest, moved, 4), cache, tmp_path / "logs_second", processes=1, devices=2)
+    assert "resumed" in second[0].stdout
+    assert_same_run(single, moved)
+
+
+def assert_same_run(single: Path, multi: Path) -> None:
+    """The two workdirs logged the same losses and hold the same final model."""
     expected, got = logged_losses(single), logged_losses(multi)
     assert sorted(got) == sorted(expected) == [1, 2, 3, 4]
     np.testing.assert_allclose([got[s] for s in sorted(got)], [expected[s] for s in sorted(got)], rtol=1e-5)
@@ -184,9 +216,10 @@ def test_two_processes_train_as_one_with_four_devices(manifest, cache, tmp_path)
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(a), initial=1.0)))
 
 
-def test_a_stop_signal_on_one_process_stops_all_at_one_checkpoint(manifest, cache, tmp_path):
+@pytest.mark.parametrize("devices", [1, 2], ids=["1_device", "2_devices"])
+def test_a_stop_signal_on_one_process_stops_all_at_one_checkpoint(manifest, cache, tmp_path, devices):
     workdir, logs = tmp_path / "run", tmp_path / "logs"
-    started = launch(train_args(manifest, workdir, 100_000), cache, logs, processes=2, devices=2)
+    started = launch(train_args(manifest, workdir, 100_000), cache, logs, processes=2, devices=devices)
     try:
         deadline = time.monotonic() + TIMEOUT
         while max(logged_steps(workdir), default=0) < 3 and time.monotonic() < deadline:
