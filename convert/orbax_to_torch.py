@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from spidr_jax.cli_errors import exit_on_error
-from spidr_jax.interop.convert import orbax_to_torch
+from spidr_jax.interop.convert import ConversionWriteError, orbax_to_torch
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("input_dir", help="converted model directory")
     parser.add_argument("output", help="the .pt file to write ({'model': state_dict})")
     args = parser.parse_args(argv)
-    with exit_on_error():
+    with exit_on_error((ConversionWriteError,)):
         out = orbax_to_torch(args.input_dir, args.output)
     print(f"wrote {out}", file=sys.stderr)
 

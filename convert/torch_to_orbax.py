@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from spidr_jax.cli_errors import exit_on_error
-from spidr_jax.interop.convert import parse_overrides, torch_to_orbax
+from spidr_jax.interop.convert import ConversionWriteError, parse_overrides, torch_to_orbax
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         help="override a model config field, e.g. --set encoder_qkv_bias=true (repeatable)",
     )
     args = parser.parse_args(argv)
-    with exit_on_error():
+    with exit_on_error((ConversionWriteError,)):
         out = torch_to_orbax(args.input, args.output_dir, args.model, parse_overrides(args.set))
     print(f"wrote {out}", file=sys.stderr)
 

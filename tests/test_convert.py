@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from spidr.models.utils import state_dict_from_dinosr_fairseq_checkpoint
 
 from spidr_jax.interop.convert import orbax_to_torch, torch_to_orbax
 from spidr_jax.pretrained import load_pretrained, read_pretrained
+from tests.faults import modes, read_only_directory, umask, with_file_size_limit
 from tests.reference import SMALL, reference_model, save_release
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,3 +191,94 @@ def test_existing_output_directory_is_refused(tmp_path):
     result = run_cli("torch_to_orbax.py", "--model", "spidr", str(pt), str(tmp_path / "out"))
     assert result.returncode != 0
     assert "already exists" in result.stderr
+
+
+def convert_in_process(capsys, *args: str) -> tuple[int, str]:
+    """Run convert/torch_to_orbax.py's main here (no interpreter start): (exit code, stderr)."""
+    main = runpy.run_path(str(ROOT / "convert" / "torch_to_orbax.py"))["main"]
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    return code, capsys.readouterr().err
+
+
+def test_int64_buffers_are_cast_to_the_model_dtypes(tmp_path):
+    model, cfg = reference_model("spidr", seed=9, **SMALL)
+    state = model.state_dict()
+    state["codebooks.0.counts"] = torch.arange(SMALL["codebook_size"], dtype=torch.int64)
+    state["current_step"] = torch.tensor([77], dtype=torch.int64)
+    pt = save_release(model, cfg, tmp_path, "spidr")
+    torch.save({"model": state}, pt)
+    _, tree = read_pretrained(torch_to_orbax(pt, tmp_path / "orbax", "spidr"))
+    assert tree["codebooks"]["counts"].dtype == np.float32
+    np.testing.assert_array_equal(tree["codebooks"]["counts"][0], np.arange(SMALL["codebook_size"]))
+    assert tree["current_step"].dtype == np.int32
+    assert int(tree["current_step"]) == 77
+
+
+def test_non_finite_weights_are_refused(tmp_path, capsys):
+    model, cfg = reference_model("spidr", seed=10, **SMALL)
+    with torch.no_grad():
+        model.student.layers[1].feed_forward.output_dense.weight[0, 0] = float("nan")
+    pt = save_release(model, cfg, tmp_path, "spidr")
+    code, err = convert_in_process(capsys, "--model", "spidr", str(pt), str(tmp_path / "out"))
+    assert code == 1
+    tensor = "student.layers.1.feed_forward.output_dense.weight"
+    assert err.strip().splitlines() == [
+        f"error: {pt}: tensor {tensor} has 1 non-finite values (NaN or inf); refusing to convert"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    model, cfg = reference_model("dinosr", seed=11, **SMALL)
+    pt = save_release(model, cfg, tmp_path / "release", "dinosr")
+    with umask(0o027):
+        out = torch_to_orbax(pt, tmp_path / "orbax", "dinosr")
+        back = orbax_to_torch(out, tmp_path / "back" / "model.pt")
+    found = modes(out)
+    assert found["."] == 0o750  # built in a mkdtemp directory (0700) and renamed
+    assert all(mode == (0o750 if (out / path).is_dir() else 0o640) for path, mode in found.items()), found
+    assert back.stat().st_mode & 0o777 == 0o640  # written with mkstemp (0600) and renamed
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [("encoder_num_layers", "four", "an integer"), ("extractor_conv_layer_config", 5, "a list of [int, int, int]")],
+)
+def test_wrong_typed_config_field_names_file_and_field(tmp_path, capsys, field, value, expected):
+    model, cfg = reference_model("spidr", seed=12, **SMALL)
+    pt = save_release(model, cfg, tmp_path, "spidr")
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["model"][field] = value
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    code, err = convert_in_process(capsys, "--model", "spidr", str(pt), str(tmp_path / "out"))
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1
+    assert f"{tmp_path / 'config.json'}: model.{field} must be {expected}" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_disk_full_leaves_nothing(tmp_path):
+    model, cfg = reference_model("spidr", seed=13, **SMALL)
+    pt = save_release(model, cfg, tmp_path / "release", "spidr")
+    command = [sys.executable, str(ROOT / "convert" / "torch_to_orbax.py"), "--model", "spidr", str(pt),
+               str(tmp_path / "out" / "model")]  # fmt: skip
+    result = subprocess.run(with_file_size_limit(20_000, command), capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: cannot write {tmp_path / 'out' / 'model'}: File too large"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release"]  # no output, no temporary directory
+
+
+def test_read_only_output_directory(tmp_path, capsys):
+    model, cfg = reference_model("spidr", seed=14, **SMALL)
+    pt = save_release(model, cfg, tmp_path / "release", "spidr")
+    with read_only_directory(tmp_path / "ro") as ro:
+        code, err = convert_in_process(capsys, "--model", "spidr", str(pt), str(ro / "out"))
+        assert code == 1
+        assert len(err.strip().splitlines()) == 1
+        assert f"cannot write {ro / 'out'}: " in err
+        assert list(ro.iterdir()) == []

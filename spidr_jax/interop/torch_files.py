@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from spidr_jax.config.model import DinoSRConfig, model_config_from_dict
+from spidr_jax.config.model import CONFIG_CLASSES, ConfigError, DinoSRConfig, model_config_from_dict
 from spidr_jax.errors import MissingDependencyError
 from spidr_jax.interop.fairseq import state_dict_from_fairseq
 
@@ -71,22 +73,83 @@ def reference_state_dict(checkpoint: dict[str, Any], source: SourceFormat) -> di
     return {k: _to_numpy(v) for k, v in state.items()}
 
 
+def _expected_kind(default: Any) -> tuple[str, Callable[[Any], bool]]:  # noqa: ANN401 - a field default
+    """What a JSON value of a config field with this default must be: (description, check)."""
+
+    def number(v: Any) -> bool:  # noqa: ANN401
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    if isinstance(default, bool):
+        return "true or false", lambda v: isinstance(v, bool)
+    if isinstance(default, int):
+        return "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if isinstance(default, float):
+        return "a number", number
+    if isinstance(default, str):
+        return "a string", lambda v: isinstance(v, str)
+    if default and isinstance(default[0], tuple):  # the extractor's [channels, kernel, stride] layers
+        return (
+            "a list of [int, int, int] lists",
+            lambda v: (
+                isinstance(v, list | tuple)
+                and all(
+                    isinstance(layer, list | tuple)
+                    and all(isinstance(x, int) and not isinstance(x, bool) for x in layer)
+                    for layer in v
+                )
+            ),
+        )
+    return "a list of strings", lambda v: isinstance(v, list | tuple) and all(isinstance(x, str) for x in v)
+
+
+def check_field_types(model_type: str, values: dict[str, Any], where: str) -> None:
+    """Raise CheckpointReadError naming `where` and the first field whose value has the wrong type."""
+    fields = {f.name: f.default for f in dataclasses.fields(CONFIG_CLASSES[model_type])}
+    for name, value in values.items():
+        if name in fields:
+            expected, fits = _expected_kind(fields[name])
+            if not fits(value):
+                raise CheckpointReadError(f"{where}: model.{name} must be {expected}, got {value!r}")
+
+
+def _read_config_file(config_path: Path, model_type: str, source: SourceFormat) -> dict[str, Any]:
+    """The model fields of a `config.json` beside a checkpoint, checked for type."""
+    try:
+        data = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise CheckpointReadError(f"{config_path}: cannot read ({error})") from error
+    except json.JSONDecodeError as error:
+        raise CheckpointReadError(f"{config_path}: invalid JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise CheckpointReadError(f"{config_path}: expected a JSON object, got {type(data).__name__}")
+    run_type = data.get("run", {}).get("model_type") if isinstance(data.get("run"), dict) else None
+    if run_type is not None and run_type != model_type:
+        raise CheckpointReadError(f"{config_path}: run.model_type is {run_type!r} but --model is {source!r}")
+    model = data.get("model", data)
+    if not isinstance(model, dict):
+        raise CheckpointReadError(f"{config_path}: model must be a JSON object, got {type(model).__name__}")
+    check_field_types(model_type, model, str(config_path))
+    return model
+
+
 def config_beside(path: str | Path, source: SourceFormat, overrides: dict[str, Any] | None = None) -> DinoSRConfig:
-    """Model config from `config.json` next to the checkpoint (model fields under "model"), else the defaults."""
+    """Model config from `config.json` next to the checkpoint (model fields under "model"), else the defaults.
+
+    A field of the wrong type or an inconsistent value raises an error naming the file (or `--set`) and the field.
+    """
     model_type = "dinosr" if source.startswith("dinosr") else "spidr"
     values: dict[str, Any] = {"encoder_qkv_bias": True} if source == "dinosr_fairseq" else {}
     config_path = Path(path).parent / "config.json"
+    where = "the default config"
     if config_path.is_file():
-        try:
-            data = json.loads(config_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise CheckpointReadError(f"{config_path}: invalid JSON ({error})") from error
-        run_type = data.get("run", {}).get("model_type") if isinstance(data.get("run"), dict) else None
-        if run_type is not None and run_type != model_type:
-            raise CheckpointReadError(f"{config_path}: run.model_type is {run_type!r} but --model is {source!r}")
-        values |= data.get("model", data)
+        values |= _read_config_file(config_path, model_type, source)
+        where = str(config_path)
+    check_field_types(model_type, overrides or {}, "--set")
     values |= overrides or {}
-    return model_config_from_dict(model_type, values)
+    try:
+        return model_config_from_dict(model_type, values)
+    except ConfigError as error:
+        raise ConfigError(f"{where}{' with --set' if overrides else ''}: {error}") from error
 
 
 def save_torch_state_dict(state_dict: dict[str, np.ndarray], path: str | Path) -> None:

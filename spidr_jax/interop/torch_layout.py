@@ -22,6 +22,10 @@ class StateDictMismatchError(ValueError):
     """A state_dict does not fit the model config; the message names the offending keys and shapes."""
 
 
+class NonFiniteWeightError(StateDictMismatchError):
+    """A tensor holds NaN or infinite values; the message names it."""
+
+
 @dataclass(frozen=True)
 class Entry:
     """One torch tensor: its key, where it lives in the JAX tree, how it is laid out, and its torch shape."""
@@ -94,6 +98,10 @@ def torch_layout(cfg: DinoSRConfig) -> list[Entry]:
 
 
 def _to_jax(array: np.ndarray, kind: Kind) -> np.ndarray:
+    if kind != "step":
+        # The model holds float32 everywhere but the step; torch files may store counts as int64 or float64.
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, refused below
+            array = np.asarray(array, dtype=np.float32)
     if kind == "linear":
         return np.ascontiguousarray(array.T)
     if kind == "conv":  # torch (out, in, k) -> (k, in, out)
@@ -159,6 +167,9 @@ def state_dict_to_tree(state_dict: dict[str, Any], cfg: DinoSRConfig) -> dict:
     stacks: dict[Path, dict[int, np.ndarray]] = {}
     for e in torch_layout(cfg):
         value = _to_jax(np.asarray(state_dict[e.key]), e.kind)
+        if not np.all(np.isfinite(value)):
+            bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+            raise NonFiniteWeightError(f"tensor {e.key} has {bad} non-finite values (NaN or inf); refusing to convert")
         if e.stacked:
             stacks.setdefault(e.path[:-1], {})[int(e.path[-1])] = value
         else:
