@@ -1,0 +1,78 @@
+"""Submit spidr_jax jobs to SLURM, one per config, after checking every config here.
+
+    python -m spidr_jax.launch -A ACCOUNT -N NODES -G GPUS_PER_NODE [-t MINUTES] CONFIG [CONFIG ...] \\
+        [--config.SECTION.FIELD=VALUE ...]
+    python -m spidr_jax.launch extract -N NODES -G GPUS_PER_NODE --checkpoint DIR --manifest FILE --output DIR --layer N
+
+Prints one line per job: the job id, the config and the log. Run with --help for every option.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from spidr_jax.config.loading import config_to_json
+from spidr_jax.launch.dump import job_folder, sbatch_script, write_job_files
+from spidr_jax.launch.options import LaunchOptions, UsageError, build_parser, parse_options
+from spidr_jax.launch.resources import sbatch_options, script_arguments
+from spidr_jax.launch.submit import sbatch, show
+from spidr_jax.launch.validation import check_extract_args, check_train_configs
+
+
+def job_name(spec: str | None) -> str:
+    """`spidr_jax-<config stem>` (`spidr_jax-extract` for extractions), safe for SLURM and file names."""
+    stem = "extract" if spec is None else Path(spec.split(":", 1)[-1] if ":" in spec else spec).stem
+    return "spidr_jax-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)
+
+
+def launch(options: LaunchOptions) -> list[tuple[str, str, Path]]:
+    """Check, then submit every job (or print them with --dry-run): [(job id, config, log), ...]."""
+    if options.mode == "extract":
+        check_extract_args(options.extract_args)
+        jobs: list[tuple[str | None, str | None]] = [(None, None)]
+    else:
+        resolved = check_train_configs(options.configs, options.overrides)
+        jobs = [(spec, config_to_json(cfg)) for spec, cfg in zip(options.configs, resolved, strict=True)]
+    script = sbatch_script()
+    submitted = []
+    for spec, config_json in jobs:
+        name = job_name(spec)
+        if options.dry_run:
+            folder_path = options.dump.resolve() / f"<date>-<time>-{name}"
+            args = sbatch_options(options, job_name=name, log=folder_path / "slurm-%j.out", workdir=Path.cwd())
+            show([*args, str(folder_path / script.name), *script_arguments(options, spec)], script)
+            continue
+        folder = job_folder(options.dump, name)
+        args = sbatch_options(options, job_name=name, log=folder.log, workdir=Path.cwd())
+        command = [*args, str(folder.script), *script_arguments(options, spec)]
+        write_job_files(folder, config_json=config_json, command=["sbatch", *command], extract_args=options.extract_args)
+        try:
+            job_id = sbatch(command)
+        except UsageError:
+            shutil.rmtree(folder.path)  # nothing was submitted: leave no folder for it
+            raise
+        submitted.append((job_id, spec or "extract", folder.log_of(job_id)))
+        print(f"{job_id}  {spec or 'extract'}  {folder.log_of(job_id)}", flush=True)
+    return submitted
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The command line; bad input prints one `error: ...` line and exits with code 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in args or "--help" in args:
+        build_parser().print_help()
+        print("\nExtraction arguments: python -m spidr_jax.extract --help")
+        return
+    try:
+        launch(parse_options(args))
+    except (UsageError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
