@@ -4,7 +4,9 @@
     python -m spidr_jax.extract --checkpoint converted/spidr_base --manifest dev.csv --output units --layer 6 --units
 
 Features go to OUT/<fileid>.npy (float32, (frames, dim)); units to OUT/units.jsonl, one line per file:
-{"fileid": ..., "units": [...]}. Files already written are skipped, so an interrupted run resumes.
+{"fileid": ..., "units": [...]}. Files already written are skipped, so an interrupted run resumes; OUT/extraction.json
+records the settings, and a rerun with others is refused unless --overwrite. Under srun, or with the
+JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID variables, the processes share the manifest.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pathlib import Path
 from spidr_jax.cli_errors import exit_on_error
 from spidr_jax.data.audio import AudioError
 from spidr_jax.data.manifest import ManifestError
-from spidr_jax.extraction import ExtractionError, ExtractionOptions, run_extraction
+from spidr_jax.extraction import ExtractionError, ExtractionOptions, log, run_extraction
+from spidr_jax.extraction_processes import join_processes
 from spidr_jax.inference import Batching
 
 
@@ -39,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-seconds", type=float, default=200.0, help="audio per batch (all devices)")
     parser.add_argument("--max-batch-size", type=int, default=64, help="utterances per batch at most")
     parser.add_argument("--max-shapes", type=int, default=8, help="padded lengths (compilations) at most")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="delete an earlier extraction in --output and start afresh"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -46,6 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Run the extraction; exit 1 on bad input, or on bad audio with --on-error stop."""
     args = parse_args(argv)
+    with exit_on_error((ValueError,)):  # a malformed launcher variable
+        processes = join_processes()  # before anything touches a device
     options = ExtractionOptions(
         layer=args.layer,
         units=args.units,
@@ -58,11 +66,14 @@ def main(argv: list[str] | None = None) -> None:
             max_batch_size=args.max_batch_size,
             max_shapes=args.max_shapes,
         ),
-        progress=not args.quiet,
+        progress=not args.quiet and processes.count == 1,  # several progress bars would interleave
+        overwrite=args.overwrite,
     )
     with exit_on_error((AudioError, ManifestError, ExtractionError)):
-        summary = run_extraction(Path(args.checkpoint), Path(args.manifest), Path(args.output), options)
-    print(summary.describe(), file=sys.stderr)
+        summary = run_extraction(Path(args.checkpoint), Path(args.manifest), Path(args.output), options, processes)
+    log(processes, summary.describe())
+    if summary.merged:
+        log(processes, f"{summary.merged} units records of the processes' shards merged into {args.output}/units.jsonl")
     if summary.failed and options.stop_on_error:
         sys.exit(1)
 

@@ -1,10 +1,16 @@
-"""Feature and unit extraction over a manifest, written to disk resumably (see spidr_jax.extract for the CLI)."""
+"""Feature and unit extraction over a manifest, written to disk resumably (see spidr_jax.extract for the CLI).
+
+One process or several (each takes a share of the manifest, see `spidr_jax.extraction_processes`); the output
+directory records its settings (`spidr_jax.extraction_settings`) and holds only complete files
+(`spidr_jax.extraction_output`).
+"""
 
 from __future__ import annotations
 
-import json
-import os
+import functools
+import sys
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,17 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spidr_jax.data.manifest import read_manifest
-from spidr_jax.inference import Batching, features_at, model_outputs, plan
+from spidr_jax.data.manifest import ManifestError, ManifestRow, read_manifest
+from spidr_jax.extraction_output import ExtractionError, FeatureWriter, UnitsWriter, merge_shards
+from spidr_jax.extraction_processes import Processes, split_rows
+from spidr_jax.extraction_settings import ExtractionSettings, prepare_output
+from spidr_jax.inference import Batching, OutputFunction, features_at, model_outputs, plan
 from spidr_jax.models import DinoSR
-from spidr_jax.pretrained import load_pretrained
+from spidr_jax.pretrained import is_training_workdir, model_from_tree, read_pretrained
 from spidr_jax.progress import make_progress
-
-UNITS_FILE = "units.jsonl"
-
-
-class ExtractionError(ValueError):
-    """Bad extraction request (layer out of range, unusable output path)."""
 
 
 @dataclass(frozen=True)
@@ -36,11 +39,12 @@ class ExtractionOptions:
     dtype: str = "float32"
     batching: Batching = field(default_factory=Batching)
     progress: bool = True
+    overwrite: bool = False  # delete an earlier extraction's outputs (other settings allowed)
 
 
 @dataclass
 class ExtractionSummary:
-    """Counts for the closing line."""
+    """Counts for the closing line (of this process)."""
 
     written: int = 0
     skipped: int = 0
@@ -48,6 +52,7 @@ class ExtractionSummary:
     audio_seconds: float = 0.0
     elapsed: float = 0.0
     padding: float = 0.0
+    merged: int = 0  # units records folded from process shards into units.jsonl
 
     def describe(self) -> str:
         """One-paragraph summary, with the failed files listed."""
@@ -72,91 +77,141 @@ def check_layer(model: DinoSR, layer: int, *, units: bool) -> None:
         raise ExtractionError(f"--layer must be between 1 and {model.num_layers}, got {layer}")
 
 
-def units_at(layer: int, model: DinoSR):  # noqa: ANN201
+def check_unique(rows: list[ManifestRow], manifest: Path) -> None:
+    """Raise ManifestError naming the first fileid that several rows share (outputs are named by fileid)."""
+    positions: dict[str, list[int]] = defaultdict(list)
+    for number, row in enumerate(rows, start=1):
+        positions[row.fileid].append(number)
+    for fileid, numbers in positions.items():
+        if len(numbers) > 1:
+            where = ", ".join(f"{n} ({rows[n - 1].location})" for n in numbers[:4])
+            raise ManifestError(manifest, f"fileid {fileid!r} is on {len(numbers)} rows: data rows {where}")
+
+
+def units_at(layer: int, model: DinoSR) -> OutputFunction:
     """Units of a 1-based layer that has a codebook, (B, T) int32."""
-    head = layer - (model.num_layers - model.num_codebooks) - 1
-    return lambda m, waveforms, lengths: m.units(waveforms, lengths)[head]
+    return units_of_head(layer - (model.num_layers - model.num_codebooks) - 1)
 
 
-class UnitsWriter:
-    """Appends one JSON line per file; on resume, keeps the complete lines already there."""
+@functools.cache  # the same function for the same head, so that its compiled form is reused
+def units_of_head(head: int) -> OutputFunction:
+    """Units of the codebook head `head` (0-based), (B, T) int32."""
 
-    def __init__(self, output: Path) -> None:
-        self.path = output / UNITS_FILE
-        self.done: set[str] = set()
-        if self.path.exists():
-            good = 0
-            with self.path.open("rb") as f:
-                for line in f:
-                    try:
-                        self.done.add(json.loads(line)["fileid"])
-                    except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
-                        break  # a line cut by an interruption: drop it and what follows
-                    good += len(line)
-            with self.path.open("r+b") as f:
-                f.truncate(good)
-        self.file = self.path.open("a", encoding="utf-8")
+    def output(model: DinoSR, waveforms: jax.Array, lengths: jax.Array) -> jax.Array:
+        return model.units(waveforms, lengths)[head]
 
-    def is_done(self, fileid: str) -> bool:
-        """Whether this file was written by an earlier run."""
-        return fileid in self.done
-
-    def write(self, fileid: str, values: np.ndarray) -> None:
-        """Write one file's units."""
-        self.file.write(json.dumps({"fileid": fileid, "units": values.tolist()}) + "\n")
-
-    def flush(self) -> None:
-        """Make what was written durable."""
-        self.file.flush()
-        os.fsync(self.file.fileno())
-
-    def close(self) -> None:
-        """Close the file."""
-        self.file.close()
+    return output
 
 
-class FeatureWriter:
-    """One .npy per file, written to a temporary name and renamed, so a file that exists is complete."""
+def load_checkpoint(path: Path, dtype: str) -> tuple[DinoSR, str, int]:
+    """(model, "converted model" | "training workdir", step) of a converted directory or a workdir's newest step."""
+    if is_training_workdir(path):
+        # Training code, loaded on demand; restored onto this process's first device, which every process has.
+        from spidr_jax.config.loading import config_from_json  # noqa: PLC0415
+        from spidr_jax.train.checkpoints import RunCheckpoints, abstract_train_state, model_tree  # noqa: PLC0415
 
-    def __init__(self, output: Path) -> None:
-        self.output = output
-
-    def path(self, fileid: str) -> Path:
-        """Where a file's features go (fileids with '/' become subfolders)."""
-        target = (self.output / f"{fileid}.npy").resolve()
-        if self.output.resolve() not in target.parents:
-            raise ExtractionError(f"fileid {fileid!r} points outside the output directory")
-        return target
-
-    def is_done(self, fileid: str) -> bool:
-        """Whether this file was written by an earlier run."""
-        return self.path(fileid).exists()
-
-    def write(self, fileid: str, values: np.ndarray) -> None:
-        """Write one file's features atomically."""
-        target = self.path(fileid)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        with tmp.open("wb") as f:
-            np.save(f, values.astype(np.float32))
-        tmp.replace(target)
-
-    def flush(self) -> None:
-        """Nothing buffered."""
-
-    def close(self) -> None:
-        """Nothing to close."""
+        run_cfg = config_from_json(path / "config.json")
+        checkpoints = RunCheckpoints(path, read_only=True)
+        try:
+            sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            state, _ = checkpoints.restore(abstract_train_state(run_cfg.model, run_cfg.optimizer, sharding))
+        finally:
+            checkpoints.close()
+        cfg, tree, kind = run_cfg.model, model_tree(state), "training workdir"
+    else:
+        (cfg, tree), kind = read_pretrained(path), "converted model"
+    step = int(np.asarray(tree["current_step"]))
+    return model_from_tree(cfg, tree, dtype=jnp.dtype(dtype)), kind, step
 
 
-def run_extraction(checkpoint: Path, manifest: Path, output: Path, options: ExtractionOptions) -> ExtractionSummary:
-    """Extract the chosen layer for every row of the manifest not already done."""
-    model = load_pretrained(checkpoint, dtype=jnp.dtype(options.dtype))
-    check_layer(model, options.layer, units=options.units)
+def settings_of(
+    checkpoint: Path, model: DinoSR, kind: str, step: int, options: ExtractionOptions
+) -> ExtractionSettings:
+    """The settings recorded in (and compared with) the output directory."""
+    return ExtractionSettings(
+        checkpoint=str(checkpoint.resolve()),
+        checkpoint_kind=kind,
+        checkpoint_step=step,
+        model_type=model.config.model_type,
+        layer=options.layer,
+        output="units" if options.units else "features",
+        after_residual=not options.before_residual and not options.units,
+        normalize=options.batching.normalize,
+        dtype=options.dtype,
+    )
+
+
+def log(processes: Processes, message: str) -> None:
+    """One line on stderr, prefixed with the process when there are several."""
+    print(f"{processes.prefix()}{message}", file=sys.stderr, flush=True)
+
+
+def prepare(output: Path, settings: ExtractionSettings, options: ExtractionOptions, processes: Processes) -> None:
+    """Process 0 checks and records the settings in `output`; every process learns whether that worked."""
+    failure: ExtractionError | None = None
+    if processes.is_first:
+        print(f"checkpoint: {settings.describe_checkpoint()}", file=sys.stderr, flush=True)
+        try:
+            removed = prepare_output(output, settings, overwrite=options.overwrite)
+            if removed:
+                log(processes, f"--overwrite: deleted {removed} files of an earlier extraction in {output}")
+        except ExtractionError as error:
+            failure = error
+    if not processes.all_ok(failure is None)[0]:
+        raise failure or ExtractionError(f"{output}: process 0 could not prepare the output directory")
+
+
+def run_extraction(
+    checkpoint: Path,
+    manifest: Path,
+    output: Path,
+    options: ExtractionOptions,
+    processes: Processes = Processes(),  # noqa: B008 - frozen, a single process
+) -> ExtractionSummary:
+    """Extract the chosen layer for this process's share of the manifest, skipping what is already written."""
     rows = read_manifest(manifest)
-    output.mkdir(parents=True, exist_ok=True)
-    writer: UnitsWriter | FeatureWriter = UnitsWriter(output) if options.units else FeatureWriter(output)
+    check_unique(rows, manifest)
+    model, kind, step = load_checkpoint(checkpoint, options.dtype)
+    check_layer(model, options.layer, units=options.units)
+    prepare(output, settings_of(checkpoint, model, kind, step, options), options, processes)
+    summary = ExtractionSummary()
+    failure: ExtractionError | None = None
+    try:
+        share = [rows[i] for i in split_rows(rows, processes.count)[processes.index]]
+        extract_share(model, share, output, options=options, processes=processes, summary=summary)
+    except ExtractionError as error:  # every process still reaches the barrier below
+        failure = error
+    if processes.count > 1:
+        log(processes, "waiting for the other processes")
+    all_ok = processes.all_ok(failure is None)
+    if options.units and processes.is_first and failure is None:
+        summary.merged = merge_shards(output)
+    if failure is not None:
+        raise failure
+    if not all(all_ok) and processes.is_first:
+        failed = [str(i) for i, ok in enumerate(all_ok) if not ok]
+        log(processes, f"process(es) {', '.join(failed)} stopped on an error (see their output); rerun to resume")
+    return summary
+
+
+def extract_share(
+    model: DinoSR,
+    rows: list[ManifestRow],
+    output: Path,
+    *,
+    options: ExtractionOptions,
+    processes: Processes,
+    summary: ExtractionSummary,
+) -> None:
+    """Extract the rows not written yet into `output`, counting into `summary`."""
+    writer: UnitsWriter | FeatureWriter = (
+        UnitsWriter(output, processes.index, processes.count) if options.units else FeatureWriter(output)
+    )
     todo = [row for row in rows if not writer.is_done(row.fileid)]
-    summary = ExtractionSummary(skipped=len(rows) - len(todo))
+    summary.skipped = len(rows) - len(todo)
+    # An empty file (or a manifest saying so) has no frames: a failure of that file, not of the run.
+    summary.failed.extend((row.location, "num_samples is 0 in the manifest") for row in todo if row.num_samples == 0)
+    todo = [] if summary.failed and options.stop_on_error else [row for row in todo if row.num_samples > 0]
     summary.padding = plan(todo, options.batching, jax.local_device_count())[1]
     layer_output = (
         units_at(options.layer, model)
@@ -180,8 +235,7 @@ def run_extraction(checkpoint: Path, manifest: Path, output: Path, options: Extr
                 if done % 64 == 0:
                     writer.flush()
                 progress.update(task, advance=1, status=f"{len(summary.failed)} failed")
-        finally:
             writer.flush()
+        finally:
             writer.close()
     summary.elapsed = time.perf_counter() - start
-    return summary

@@ -1,0 +1,233 @@
+"""What extraction writes: one `.npy` per file, or units as JSON lines, always complete or absent.
+
+Features are written to a temporary name and renamed. Units are appended to `units.jsonl` by a single process,
+or by each process to its own shard `units-<k>-of-<n>.jsonl`, which process 0 folds into `units.jsonl` at the
+end. Only newline-terminated lines count as written: a cut last line is removed before appending again.
+Created files get the permissions the umask gives (temporary files start private and are opened up), and a
+failed write (disk full, read-only directory) raises `OutputError` naming the path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from spidr_jax.file_modes import file_mode
+
+UNITS_FILE = "units.jsonl"
+SHARD_PATTERN = re.compile(r"units-\d{5}-of-\d{5}\.jsonl")
+
+
+class ExtractionError(ValueError):
+    """Bad extraction request or unusable output; the message names the file or setting."""
+
+
+class OutputError(ExtractionError):
+    """Something could not be written; the message names the path and the reason."""
+
+
+def write_failure(path: Path, error: OSError) -> OutputError:
+    """The one-line error for a failed write of `path`."""
+    return OutputError(f"cannot write {path}: {error.strerror or error}")
+
+
+def make_directory(path: Path) -> None:
+    """Create a directory (and parents) with the umask's permissions."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_failure(path, error) from error
+
+
+def write_atomically(target: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write a file under a temporary name in its directory, then rename it: it is complete or absent."""
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as error:
+        raise write_failure(target, error) from error
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+        tmp.chmod(file_mode())  # mkstemp creates 0600
+        tmp.replace(target)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise write_failure(target, error) from error
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(target: Path, data: dict) -> None:
+    """A JSON file, atomically."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    write_atomically(target, lambda file: file.write(text.encode("utf-8")))
+
+
+def shard_name(index: int, count: int) -> str:
+    """The units file of process `index` of `count` (`units.jsonl` for a single process)."""
+    return UNITS_FILE if count == 1 else f"units-{index:05d}-of-{count:05d}.jsonl"
+
+
+def units_files(output: Path) -> list[Path]:
+    """`units.jsonl` and every process shard present in `output`, in name order."""
+    if not output.is_dir():
+        return []
+    shards = sorted(p for p in output.iterdir() if SHARD_PATTERN.fullmatch(p.name))
+    main = output / UNITS_FILE
+    return ([main] if main.exists() else []) + shards
+
+
+def complete_records(path: Path) -> Iterator[tuple[dict, int]]:
+    """(record, end offset) of each newline-terminated JSON line; stops at the first cut or invalid line."""
+    end = 0
+    with path.open("rb") as file:
+        for line in file:
+            if not line.endswith(b"\n"):
+                return  # a write that was interrupted, even if what is there parses
+            try:
+                record = json.loads(line)
+                record["fileid"]  # a record without a fileid is damage too
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                return
+            end += len(line)
+            yield record, end
+
+
+def valid_length(path: Path) -> int:
+    """Bytes of `path` up to the end of its last complete record."""
+    end = 0
+    for _, end in complete_records(path):  # noqa: B007 - only the last offset matters
+        pass
+    return end
+
+
+def done_units(output: Path) -> set[str]:
+    """Fileids with a complete units record in any units file of `output`."""
+    return {record["fileid"] for path in units_files(output) for record, _ in complete_records(path)}
+
+
+class UnitsWriter:
+    """Appends one JSON line per file to this process's units file, truncating a cut last line first."""
+
+    def __init__(self, output: Path, index: int = 0, count: int = 1) -> None:
+        self.path = output / shard_name(index, count)
+        self.done = done_units(output)
+        try:
+            if self.path.exists():
+                self.good = valid_length(self.path)
+                os.truncate(self.path, self.good)
+            else:
+                self.good = 0
+            self.file = self.path.open("a", encoding="utf-8")  # created with the umask's permissions
+        except OSError as error:
+            raise write_failure(self.path, error) from error
+
+    def is_done(self, fileid: str) -> bool:
+        """Whether this file was written by an earlier run."""
+        return fileid in self.done
+
+    def write(self, fileid: str, values: np.ndarray) -> None:
+        """Write one file's units."""
+        self.write_record({"fileid": fileid, "units": values.tolist()})
+
+    def write_record(self, record: dict) -> None:
+        """Append one JSON line."""
+        self._guarded(lambda: self.file.write(json.dumps(record) + "\n"))
+
+    def flush(self) -> None:
+        """Make what was written durable."""
+
+        def sync() -> None:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.good = self.file.tell()
+
+        self._guarded(sync)
+
+    def _guarded(self, action: Callable[[], object]) -> None:
+        try:
+            action()
+        except OSError as error:
+            self._drop_partial()
+            raise write_failure(self.path, error) from error
+
+    def _drop_partial(self) -> None:
+        """After a failed write, cut the file back to its last durable record (truncating needs no space)."""
+        with contextlib.suppress(OSError):  # else the next run removes the cut line
+            os.truncate(self.path, self.good)
+        with contextlib.suppress(OSError):  # the buffer could not be written: the failure being reported
+            self.file.close()
+
+    def close(self) -> None:
+        """Close the file."""
+        if not self.file.closed:
+            self._guarded(self.file.close)
+
+
+def merge_shards(output: Path) -> int:
+    """Append the records of every process shard missing from `units.jsonl`, then delete the shards.
+
+    Safe to repeat after an interruption: records already in `units.jsonl` are not added twice. Returns how many
+    records were added.
+    """
+    shards = [path for path in units_files(output) if path.name != UNITS_FILE]
+    if not shards:
+        return 0
+    main = output / UNITS_FILE
+    writer = UnitsWriter(output)  # truncates a cut line of units.jsonl and knows every fileid written anywhere
+    present = {record["fileid"] for record, _ in complete_records(main)} if main.exists() else set()
+    added = 0
+    try:
+        for shard in shards:
+            for record, _ in complete_records(shard):
+                if record["fileid"] not in present:
+                    present.add(record["fileid"])
+                    writer.write_record(record)
+                    added += 1
+        writer.flush()
+    finally:
+        writer.close()
+    for shard in shards:
+        shard.unlink(missing_ok=True)
+    return added
+
+
+class FeatureWriter:
+    """One .npy per file, written to a temporary name and renamed, so a file that exists is complete."""
+
+    def __init__(self, output: Path) -> None:
+        self.output = output
+        self.root = output.resolve()
+
+    def path(self, fileid: str) -> Path:
+        """Where a file's features go (fileids with '/' become subfolders)."""
+        target = (self.output / f"{fileid}.npy").resolve()
+        if self.root not in target.parents:
+            raise ExtractionError(f"fileid {fileid!r} points outside the output directory")
+        return target
+
+    def is_done(self, fileid: str) -> bool:
+        """Whether this file was written by an earlier run."""
+        return self.path(fileid).exists()
+
+    def write(self, fileid: str, values: np.ndarray) -> None:
+        """Write one file's features atomically."""
+        target = self.path(fileid)
+        make_directory(target.parent)
+        write_atomically(target, lambda file: np.save(file, values.astype(np.float32)))
+
+    def flush(self) -> None:
+        """Nothing buffered."""
+
+    def close(self) -> None:
+        """Nothing to close."""

@@ -1,0 +1,129 @@
+"""The settings an output directory was extracted with (`OUT/extraction.json`), so runs with others never mix.
+
+A rerun into a directory written with other settings (checkpoint, its step, layer, features or units, ...) is
+refused, naming what differs; `--overwrite` deletes what an earlier extraction wrote there and starts afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from spidr_jax.extraction_output import (
+    SHARD_PATTERN,
+    UNITS_FILE,
+    ExtractionError,
+    OutputError,
+    make_directory,
+    write_json,
+)
+
+SETTINGS_FILE = "extraction.json"
+FORMAT = "spidr_jax.extraction/1"
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """Everything that changes what is written for a file."""
+
+    checkpoint: str  # resolved path
+    checkpoint_kind: str  # "converted model" or "training workdir"
+    checkpoint_step: int
+    model_type: str
+    layer: int
+    output: str  # "features" or "units"
+    after_residual: bool
+    normalize: bool
+    dtype: str
+
+    def describe_checkpoint(self) -> str:
+        """E.g. `runs/x (training workdir, step 5000)`."""
+        return f"{self.checkpoint} ({self.checkpoint_kind}, step {self.checkpoint_step})"
+
+
+def read_settings(output: Path) -> dict | None:
+    """The settings recorded in `output`, or None when there are none."""
+    path = output / SETTINGS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ExtractionError(f"{path}: unreadable ({error}); use --overwrite to start afresh") from error
+    if not isinstance(data, dict):
+        raise ExtractionError(f"{path}: not an extraction settings file; use --overwrite to start afresh")
+    return data
+
+
+def differences(recorded: dict, settings: ExtractionSettings) -> list[str]:
+    """`name: X there, Y now` for every setting that differs."""
+    now = asdict(settings)
+    return [
+        f"{name}: {recorded.get(name)!r} there, {value!r} now"
+        for name, value in now.items()
+        if recorded.get(name) != value
+    ]
+
+
+def check_settings(output: Path, settings: ExtractionSettings) -> None:
+    """Raise ExtractionError (one line naming what differs) if `output` was written with other settings."""
+    recorded = read_settings(output)
+    if recorded is None:
+        return
+    changed = differences(recorded, settings)
+    if changed:
+        raise ExtractionError(
+            f"{output / SETTINGS_FILE}: {output} was extracted with other settings ({'; '.join(changed)}); "
+            "use --overwrite to start afresh, or another --output"
+        )
+
+
+def earlier_outputs(output: Path) -> list[Path]:
+    """What an extraction writes in `output`: settings, units files, features, temporary files."""
+    if not output.is_dir():
+        return []
+    found = []
+    for root, _, names in os.walk(output):
+        for name in names:
+            relative = Path(root, name).relative_to(output)
+            top = len(relative.parts) == 1
+            ours = name.endswith(".npy") or (name.startswith(".") and name.endswith(".tmp"))
+            if top and (name in (SETTINGS_FILE, UNITS_FILE) or SHARD_PATTERN.fullmatch(name)):
+                ours = True
+            if ours:
+                found.append(output / relative)
+    return found
+
+
+def clear_outputs(output: Path) -> int:
+    """Delete what an earlier extraction wrote in `output` (and the folders left empty); returns the file count."""
+    removed = earlier_outputs(output)
+    try:
+        for path in removed:
+            path.unlink(missing_ok=True)
+        for root, dirs, _ in os.walk(output, topdown=False):
+            for name in dirs:
+                directory = Path(root, name)
+                if not any(directory.iterdir()):
+                    directory.rmdir()
+    except OSError as error:
+        raise OutputError(f"cannot clear {output}: {error.strerror or error}") from error
+    return len(removed)
+
+
+def prepare_output(output: Path, settings: ExtractionSettings, *, overwrite: bool) -> int:
+    """Create `output` and record `settings` there (refusing other recorded settings unless `overwrite`).
+
+    Returns how many files of an earlier extraction `overwrite` deleted.
+    """
+    removed = clear_outputs(output) if overwrite else 0
+    if not overwrite:
+        check_settings(output, settings)
+    make_directory(output)
+    path = output / SETTINGS_FILE
+    record = asdict(settings) | {"format": FORMAT}
+    if read_settings(output) != record:
+        write_json(path, record)
+    return removed
