@@ -1,7 +1,11 @@
 """Run a model over every file of a manifest: whole utterances in a few static padded shapes, on all devices.
 
-`model_outputs` yields one array per file (its valid frames only), or the reason a file could not be read.
-It serves the extraction CLI, unit-quality evaluation and the end-of-training report alike.
+`model_outputs` yields one array per file (its valid frames only), or the reason a file could not be read or
+computed. It serves the extraction CLI, unit-quality evaluation and the end-of-training report alike.
+
+Files longer than `Batching.long_seconds` run alone (a batch of one, after all the others), where the model's
+blocked attention and chunked extractor bound the memory; a file that still exhausts the memory of the device is
+reported as failed, like an unreadable one, and the others go on.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ class Batching:
     batch_seconds: float = 200.0  # audio per batch over all devices
     max_batch_size: int = 64
     max_shapes: int = 8  # padded lengths, i.e. compilations
+    long_seconds: float = 120.0  # longer files run alone, after the others
+
+
+LONG_FILE_MULTIPLE = 5 * SAMPLE_RATE  # long files are padded to a multiple of 5 s, so similar ones share a shape
 
 
 DEFAULT_BATCHING = Batching()
@@ -95,16 +103,35 @@ def load_batch(
 
 
 def plan(rows: list[ManifestRow], batching: Batching, num_devices: int) -> tuple[list[PaddedBatch], float]:
-    """The padded batches for these rows, and the share of computed samples that is padding."""
+    """The padded batches for these rows, and the share of computed samples that is padding.
+
+    Rows up to `batching.long_seconds` come first, longest first (memory problems show up early); longer rows
+    follow one per batch, shortest first, so a file too long for the machine holds back nothing else.
+    """
     lengths = [row.num_samples for row in rows]
-    batches = plan_padded_batches(
-        lengths,
-        max_batch_samples=int(batching.batch_seconds * SAMPLE_RATE),
-        max_batch_size=batching.max_batch_size,
-        batch_multiple=num_devices,
-        max_shapes=batching.max_shapes,
-    )
+    limit = batching.long_seconds * SAMPLE_RATE
+    short = [i for i, n in enumerate(lengths) if n <= limit]
+    batches = [
+        PaddedBatch(batch.length, batch.batch_size, tuple(short[i] for i in batch.indices))
+        for batch in plan_padded_batches(
+            [lengths[i] for i in short],
+            max_batch_samples=int(batching.batch_seconds * SAMPLE_RATE),
+            max_batch_size=batching.max_batch_size,
+            batch_multiple=num_devices,
+            max_shapes=batching.max_shapes,
+        )
+    ]
+    for index in sorted((i for i, n in enumerate(lengths) if n > limit), key=lambda i: lengths[i]):
+        padded = -(-lengths[index] // LONG_FILE_MULTIPLE) * LONG_FILE_MULTIPLE
+        batches.append(PaddedBatch(padded, num_devices, (index,)))
     return batches, padding_fraction(lengths, batches)
+
+
+def out_of_memory(error: Exception) -> bool:
+    """Whether a failed computation ran out of memory (which a smaller input may not)."""
+    return isinstance(error, MemoryError) or (
+        isinstance(error, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(error)
+    )
 
 
 def model_outputs(
@@ -125,7 +152,17 @@ def model_outputs(
         for batch, (waveforms, lengths, failures) in zip(
             batches, bounded_map(load, batches, pool, window=3), strict=True
         ):
-            values = np.asarray(run(state, jax.device_put(waveforms, batch_sharding), lengths))
+            try:
+                values = np.asarray(run(state, jax.device_put(waveforms, batch_sharding), lengths))
+            except (MemoryError, jax.errors.JaxRuntimeError) as error:
+                if not out_of_memory(error):
+                    raise
+                reason = (
+                    f"out of memory for {batch.length / SAMPLE_RATE:.0f} s of audio in a batch of {batch.batch_size}"
+                )
+                for index in batch.indices:
+                    yield FileOutput(index, None, failures.get(index, reason), 0.0)
+                continue
             frames = np.asarray(model.frame_lengths(lengths))
             for slot, index in enumerate(batch.indices):
                 if index in failures:

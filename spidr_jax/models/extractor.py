@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from spidr_jax.models.chunked_extractor import ExtractorChunks, chunked_extract
 from spidr_jax.models.layers import LAYER_NORM_EPS, LayerNorm, Linear, gelu, matmul_precision
 
 ConvLayerSpec = tuple[int, int, int]  # (out_channels, kernel_size, stride)
@@ -47,6 +48,11 @@ class ChannelGroupNorm(nnx.Module):
             count = jnp.maximum(jnp.sum(weight, axis=1, keepdims=True), 1.0)
             mean = jnp.sum(x * weight, axis=1, keepdims=True) / count
             var = jnp.sum(jnp.square(x - mean) * weight, axis=1, keepdims=True) / count
+        return self.normalize(x, mean, var)
+
+    def normalize(self, x: jax.Array, mean: jax.Array, var: jax.Array) -> jax.Array:
+        """Normalize (B, T, C) with given per-channel statistics (B, 1, C) (computed elsewhere on long inputs)."""
+        x = x.astype(jnp.float32)
         return (x - mean) * jax.lax.rsqrt(var + LAYER_NORM_EPS) * self.scale[...] + self.bias[...]
 
 
@@ -70,6 +76,10 @@ class ConvBlock(nnx.Module):
 
     def __call__(self, x: jax.Array, frame_mask: jax.Array | None) -> jax.Array:
         """(B, T_in, C_in) -> (B, T_out, C_out)."""
+        return self.activate(self.convolve(x), frame_mask)
+
+    def convolve(self, x: jax.Array) -> jax.Array:
+        """The convolution (and bias) alone: (B, T_in, C_in) -> (B, T_out, C_out)."""
         y = jax.lax.conv_general_dilated(
             x.astype(self.dtype),
             self.kernel[...].astype(self.dtype),
@@ -80,15 +90,25 @@ class ConvBlock(nnx.Module):
         )
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
+        return y
+
+    def activate(
+        self, y: jax.Array, frame_mask: jax.Array | None, statistics: tuple[jax.Array, jax.Array] | None = None
+    ) -> jax.Array:
+        """Norm and GELU of a convolution's output; `statistics` (mean, var) replace the group norm's own."""
         if self.layer_norm is not None:
             y = self.layer_norm(y)
         if self.group_norm is not None:
-            y = self.group_norm(y, frame_mask)
+            y = self.group_norm(y, frame_mask) if statistics is None else self.group_norm.normalize(y, *statistics)
         return gelu(y)
 
 
 class FeatureExtractor(nnx.Module):
-    """Stack of ConvBlocks: (batch, samples) waveforms -> (batch, frames, channels) features."""
+    """Stack of ConvBlocks: (batch, samples) waveforms -> (batch, frames, channels) features.
+
+    Above `chunks.min_frames` output frames the stack runs over overlapping chunks of the waveform (exact, see
+    spidr_jax.models.chunked_extractor), so its memory does not grow with the length of the audio.
+    """
 
     def __init__(
         self,
@@ -106,9 +126,12 @@ class FeatureExtractor(nnx.Module):
             blocks.append(ConvBlock(in_channels, spec, norm, bias=conv_bias, dtype=dtype, rngs=rngs))
             in_channels = spec[0]
         self.conv_layers = nnx.List(blocks)
+        self.chunks = ExtractorChunks()
 
     def __call__(self, waveforms: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
         """(B, S) waveforms (zero-padded past `lengths`) -> (B, T, C) features."""
+        if self.chunks.applies(int(conv_output_lengths(waveforms.shape[1], self.conv_specs))):
+            return chunked_extract(self.conv_specs, list(self.conv_layers), waveforms, lengths, self.chunks)
         x = waveforms[:, :, None]
         lens = lengths
         for spec, block in zip(self.conv_specs, self.conv_layers, strict=True):

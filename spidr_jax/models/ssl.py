@@ -14,11 +14,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from spidr_jax.config.model import DinoSRConfig, SpidRConfig
+from spidr_jax.models.blocked_attention import TransformerBlocks
+from spidr_jax.models.chunked_extractor import ExtractorChunks
 from spidr_jax.models.codebooks import Codebooks
 from spidr_jax.models.extractor import FeatureExtractor, FeatureProjection, conv_output_lengths, length_mask
 from spidr_jax.models.heads import PredictionHeads
 from spidr_jax.models.layers import dropout
-from spidr_jax.models.transformer import Transformer
+from spidr_jax.models.transformer import FeedForward, SelfAttention, Transformer
 
 
 class StepCounter(nnx.Variable):
@@ -75,6 +77,19 @@ class DinoSR(nnx.Module):
     def num_layers(self) -> int:
         """Number of transformer layers."""
         return self.config.encoder_num_layers
+
+    def set_long_input_limits(
+        self, transformer: TransformerBlocks | None = None, extractor: ExtractorChunks | None = None
+    ) -> None:
+        """Where long inputs switch to the blocked transformer and the chunked extractor, and the block sizes.
+
+        Both computations are exact; the defaults keep every training shape on the unblocked path.
+        """
+        for _, module in nnx.iter_graph(self):
+            if transformer is not None and isinstance(module, SelfAttention | FeedForward):
+                module.blocks = transformer
+            if extractor is not None and isinstance(module, FeatureExtractor):
+                module.chunks = extractor
 
     # ---- shared pieces -------------------------------------------------------------------------------------
 

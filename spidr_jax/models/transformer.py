@@ -9,17 +9,23 @@ import jax.numpy as jnp
 from flax import nnx
 
 from spidr_jax.config.model import DinoSRConfig
+from spidr_jax.models.blocked_attention import TransformerBlocks, blocked_attention, map_frames
 from spidr_jax.models.layers import LayerNorm, Linear, dropout, gelu, transformer_linear_init, xavier_uniform
 from spidr_jax.models.positional import ConvPositionalEmbedding
 
 
 class SelfAttention(nnx.Module):
-    """Multi-head self attention with a fused qkv projection."""
+    """Multi-head self attention with a fused qkv projection; blocked (exact, bounded memory) on long inputs.
+
+    `blocks` says above how many frames inference switches to the blocked computation; training with attention
+    dropout keeps the materialized probabilities.
+    """
 
     def __init__(
         self, embed_dim: int, num_heads: int, *, qkv_bias: bool, dropout_rate: float, dtype: jnp.dtype, rngs: nnx.Rngs
     ) -> None:
         self.embed_dim, self.num_heads, self.dropout_rate, self.dtype = embed_dim, num_heads, dropout_rate, dtype
+        self.blocks = TransformerBlocks()
         zeros = jax.nn.initializers.zeros
         self.qkv = Linear(
             embed_dim,
@@ -40,7 +46,9 @@ class SelfAttention(nnx.Module):
         head_dim = self.embed_dim // self.num_heads
         q, k, v = jnp.split(self.qkv(x).reshape(batch, frames, 3, self.num_heads, head_dim), 3, axis=2)
         q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]  # (batch, frames, heads, head_dim)
-        if deterministic or self.dropout_rate <= 0:
+        if (deterministic or self.dropout_rate <= 0) and self.blocks.applies(frames):
+            out = blocked_attention(q, k, v, key_mask, self.blocks)
+        elif deterministic or self.dropout_rate <= 0:
             mask = None if key_mask is None else key_mask[:, None, None, :]
             out = jax.nn.dot_product_attention(q, k, v, mask=mask)
         else:
@@ -60,11 +68,12 @@ class SelfAttention(nnx.Module):
 
 
 class FeedForward(nnx.Module):
-    """Linear -> GELU -> dropout -> Linear."""
+    """Linear -> GELU -> dropout -> Linear; at inference on long inputs, `blocks.frame_block` frames at a time."""
 
     def __init__(self, embed_dim: int, hidden: int, dropout_rate: float, *, dtype: jnp.dtype, rngs: nnx.Rngs) -> None:
         kernel_init, bias_init = transformer_linear_init()
         self.dropout_rate = dropout_rate
+        self.blocks = TransformerBlocks()
         self.intermediate_dense = Linear(
             embed_dim, hidden, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype, rngs=rngs
         )
@@ -74,6 +83,11 @@ class FeedForward(nnx.Module):
 
     def __call__(self, x: jax.Array, *, deterministic: bool, rngs: nnx.Rngs | None) -> jax.Array:
         """(B, T, D) -> (B, T, D)."""
+        if deterministic and self.blocks.applies(x.shape[1]):
+            # Per frame, so exact in blocks; the hidden activations (4x the width) are what would grow.
+            return map_frames(
+                lambda block: self.output_dense(gelu(self.intermediate_dense(block))), x, self.blocks.frame_block
+            )
         x = gelu(self.intermediate_dense(x))
         x = dropout(x, self.dropout_rate, deterministic=deterministic, rngs=rngs)
         return self.output_dense(x)
