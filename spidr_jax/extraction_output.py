@@ -24,6 +24,7 @@ from spidr_jax.file_modes import file_mode
 
 UNITS_FILE = "units.jsonl"
 SHARD_PATTERN = re.compile(r"units-\d{5}-of-\d{5}\.jsonl")
+TEMPORARY_PATTERN = re.compile(r"\..+\.(npy|json)\.[A-Za-z0-9_]+\.tmp")  # what write_atomically leaves if killed
 
 
 class ExtractionError(ValueError):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from spidr_jax.extraction_output import (
     SHARD_PATTERN,
+    TEMPORARY_PATTERN,
     UNITS_FILE,
     ExtractionError,
     OutputError,
@@ -80,18 +81,19 @@ def check_settings(output: Path, settings: ExtractionSettings) -> None:
         )
 
 
-def earlier_outputs(output: Path) -> list[Path]:
-    """What an extraction writes in `output`: settings, units files, features, temporary files."""
+def earlier_outputs(output: Path, *, temporaries_only: bool = False) -> list[Path]:
+    """What an extraction writes in `output`: settings, units files, features, temporary files (or only these)."""
     if not output.is_dir():
         return []
     found = []
     for root, _, names in os.walk(output):
         for name in names:
             relative = Path(root, name).relative_to(output)
-            top = len(relative.parts) == 1
-            ours = name.endswith(".npy") or (name.startswith(".") and name.endswith(".tmp"))
-            if top and (name in (SETTINGS_FILE, UNITS_FILE) or SHARD_PATTERN.fullmatch(name)):
-                ours = True
+            ours = bool(TEMPORARY_PATTERN.fullmatch(name))
+            if not temporaries_only:
+                top = len(relative.parts) == 1
+                ours = ours or name.endswith(".npy")
+                ours = ours or (top and (name in (SETTINGS_FILE, UNITS_FILE) or bool(SHARD_PATTERN.fullmatch(name))))
             if ours:
                 found.append(output / relative)
     return found
@@ -121,6 +123,12 @@ def prepare_output(output: Path, settings: ExtractionSettings, *, overwrite: boo
     removed = clear_outputs(output) if overwrite else 0
     if not overwrite:
         check_settings(output, settings)
+        # Left by a killed run (no process writes yet): they would only accumulate.
+        try:
+            for path in earlier_outputs(output, temporaries_only=True):
+                path.unlink(missing_ok=True)
+        except OSError as error:
+            raise OutputError(f"cannot clear {output}: {error.strerror or error}") from error
     make_directory(output)
     path = output / SETTINGS_FILE
     record = asdict(settings) | {"format": FORMAT}

@@ -52,6 +52,11 @@ def test_empty_row_is_a_file_failure(setup, tmp_path, capsys):
     assert "4 written, 0 already done, 1 failed" in err
     assert f"  failed: {empty}: num_samples is 0 in the manifest" in err
     assert sorted(p.name for p in (tmp_path / "a").glob("*.npy")) == [f"u{i}.npy" for i in range(4)]
+    (tmp_path / "a" / ".u0.npy.k3x_9q.tmp").write_bytes(b"left by a killed run")
+    code, err = run_extract(capsys, "--checkpoint", checkpoint, "--manifest", manifest, "--output", tmp_path / "a",
+                            "--layer", "2")  # fmt: skip
+    assert "0 written, 4 already done, 1 failed" in err
+    assert not (tmp_path / "a" / ".u0.npy.k3x_9q.tmp").exists()
     code, err = run_extract(capsys, "--checkpoint", checkpoint, "--manifest", manifest, "--output", tmp_path / "b",
                             "--layer", "2", "--on-error", "stop")  # fmt: skip
     assert code == 1
