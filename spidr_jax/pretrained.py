@@ -1,34 +1,26 @@
-"""Converted models on disk: an Orbax checkpoint of the parameter tree plus `config.json`.
+"""Pretrained models in Python: converted model directories and training workdirs, loaded as SpidR/DinoSR modules.
 
-Layout of a converted directory:
-
-    config.json   {"format": ..., "run": {"model_type": "spidr"|"dinosr"}, "model": {reference model fields}}
-    state/        Orbax (StandardCheckpointer) pytree: the model's full state (student, teacher, heads,
-                  codebooks, mask embedding, step) as nested dicts of arrays
-
-`config.json` uses the reference's run-config layout, so the reference can read it too.
+The on-disk layouts are described (and read and written) in `spidr_jax.formats`.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 
+from spidr_jax import formats
+from spidr_jax.config.loading import config_from_json
 from spidr_jax.config.model import DinoSRConfig, model_config_from_dict
 from spidr_jax.models import DinoSR, build_model
 
-FORMAT = "spidr_jax.pretrained/1"
-CONFIG_FILE = "config.json"
-STATE_DIR = "state"
+CONFIG_FILE, STATE_DIR, FORMAT = formats.CONFIG_FILE, formats.STATE_DIR, formats.FORMAT
+is_training_workdir = formats.is_training_workdir
 
 
 class PretrainedFormatError(ValueError):
@@ -98,18 +90,7 @@ def save_pretrained(output_dir: str | Path, cfg: DinoSRConfig, tree: dict) -> Pa
     if output_dir.exists():
         raise FileExistsError(f"{output_dir} already exists; choose a new output directory")
     check_tree_fits(tree, cfg, str(output_dir))
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    try:
-        checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(tmp / STATE_DIR, _stringify_keys(tree))
-        checkpointer.wait_until_finished()
-        config = {"format": FORMAT, "run": {"model_type": cfg.model_type}, "model": cfg.to_dict()}
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        tmp.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    formats.write_model_dir(output_dir, cfg.model_type, cfg.to_dict(), _stringify_keys(tree))
     return output_dir
 
 
@@ -125,30 +106,36 @@ def read_config(path: str | Path) -> DinoSRConfig:
         raise PretrainedFormatError(f"{config_path}: not a spidr_jax model config ({error!r})") from error
 
 
-def is_training_workdir(path: str | Path) -> bool:
-    """Whether `path` is a training run's workdir (rather than a converted model directory)."""
-    return (Path(path) / "checkpoints").is_dir() and not (Path(path) / STATE_DIR).is_dir()
-
-
 def read_pretrained(path: str | Path) -> tuple[DinoSRConfig, dict]:
     """(config, numpy state tree) of a converted directory, or of a training workdir's newest checkpoint."""
     path = Path(path)
     if is_training_workdir(path):
-        from spidr_jax.train.checkpoints import restore_model_tree  # noqa: PLC0415 (training code, loaded on demand)
-
-        run_cfg, tree, _ = restore_model_tree(path)
-        return run_cfg.model, tree
+        cfg, tree, _ = read_workdir(path)
+        return cfg, tree
     cfg = read_config(path)
     state_path = (path / STATE_DIR).resolve()
     if not state_path.is_dir():
         raise PretrainedFormatError(f"{state_path}: missing Orbax state directory")
     try:
-        tree = ocp.StandardCheckpointer().restore(state_path)
+        tree = formats.read_model_dir_state(path)
     except Exception as error:  # Orbax raises many types for damaged checkpoints
         raise PretrainedFormatError(f"{state_path}: unreadable Orbax checkpoint ({type(error).__name__})") from error
     tree = _restore_int_keys(jax.tree.map(np.asarray, tree))
     check_tree_fits(tree, cfg, str(path))
     return cfg, tree
+
+
+def read_workdir(path: str | Path, step: int | None = None) -> tuple[DinoSRConfig, dict, int]:
+    """(model config, numpy state tree, step) of a training workdir's checkpoint (the newest intact by default)."""
+    path = Path(path)
+    cfg = config_from_json(path / CONFIG_FILE).model
+    try:
+        tree, step = formats.read_workdir_model(path, step)
+    except formats.DamagedCheckpointError as error:
+        raise PretrainedFormatError(str(error)) from error
+    tree = _restore_int_keys(tree)
+    check_tree_fits(tree, cfg, str(path))
+    return cfg, tree, step
 
 
 def load_pretrained(path: str | Path, *, dtype: jnp.dtype = jnp.float32) -> DinoSR:

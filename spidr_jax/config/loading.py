@@ -269,6 +269,8 @@ def _check_data(data: DataConfig, prefix: str) -> None:
     _require(data.num_buckets > 0, f"{prefix}.num_buckets", data.num_buckets, "must be positive")
     _require(data.num_static_shapes > 0, f"{prefix}.num_static_shapes", data.num_static_shapes, "must be positive")
     _require(data.num_workers >= 0, f"{prefix}.num_workers", data.num_workers, "must be >= 0")
+    fraction = data.max_bad_fraction
+    _require(0 <= fraction <= 1, f"{prefix}.max_bad_fraction", fraction, "must lie in [0, 1]")
     _require(data.prefetch_factor > 0, f"{prefix}.prefetch_factor", data.prefetch_factor, "must be positive")
 
 

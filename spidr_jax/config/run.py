@@ -54,6 +54,10 @@ class DataConfig:
     bucket_method: Literal["uniform", "percentile"] = "uniform"
     alignments_path: str | None = None
     num_static_shapes: int = 8  # not in the reference: how many (batch, samples) shapes the step compiles
+    # Not in the reference: a row that fails to decode in training is replaced by another row of its bucket;
+    # the run stops when more than this fraction of the rows it loaded failed.
+    max_bad_fraction: float = 0.01
+    verify_audio: bool = False  # not in the reference: decode every file during the scan, not only headers
 
 
 @dataclass(frozen=True)

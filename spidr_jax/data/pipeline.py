@@ -11,7 +11,12 @@ element is ``(step, batch)`` with ``batch`` a dict of numpy arrays, ready for
   ``data.rand_crop``), drawn from (seed, epoch, index in epoch, row slot);
 - ``"mask"``: (B_local, frames) bool span mask, the same number of masked frames in every row;
 - ``"channel_mask"``: (B_local, encoder_embed_dim) bool, only when ``masking.mask_channel_prob > 0``;
-- ``"real"``: (B_local,) bool, validation only: False for the filler rows completing a bucket's last batch.
+- ``"real"``: (B_local,) bool, validation only: False for the filler rows completing a bucket's last batch;
+- ``"bad_audio"``: only when some row failed to decode: a list of ``(location, reason)``, host-side only.
+
+A row whose audio fails to decode (corrupt data behind a valid header, a file changed since the scan) is
+replaced by another row of its bucket, drawn from (seed, epoch, index in epoch, row slot, attempt): the same
+replacement on every process and after a resume.
 
 Masks are drawn for the whole global batch from (seed, step), so they do not depend on the number of processes.
 Process ``p`` of ``P`` loads rows ``[p * B / P, (p + 1) * B / P)`` of each global batch of B rows. Decoding and
@@ -21,7 +26,10 @@ masking run in Grain worker processes when ``data.num_workers > 0``, else in one
 from __future__ import annotations
 
 import gc
+import os
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Self
@@ -43,6 +51,9 @@ Batch = dict[str, np.ndarray]
 # Tags of the random streams drawn from the data seed (the plan uses 0); validation has its own.
 TRAIN_STREAMS = (1, 2)  # (crop, mask)
 VALIDATION_STREAMS = (3, 4)
+REPLACEMENT_STREAM = 5  # which row stands in for one that fails to decode
+MAX_REPLACEMENTS = 8  # attempts before a batch slot gives up (then the whole bucket is likely unreadable)
+BAD_AUDIO = "bad_audio"  # the batch key listing the rows that failed to decode (never sent to devices)
 
 
 class RowTable:
@@ -112,6 +123,7 @@ class LoadBatch:
         self.rand_crop = rand_crop
         self.process_index = process_index
         self.process_count = process_count
+        self._members: dict[int, np.ndarray] = {}
 
     def __call__(self, step: int) -> tuple[int, Batch]:
         """``(step, batch)``: the rows of global batch ``step`` that this process loads, and their masks."""
@@ -119,8 +131,9 @@ class LoadBatch:
         local = len(planned.rows) // self.process_count
         first = self.process_index * local
         waveforms = np.empty((local, planned.length), dtype=np.float32)
+        failures: list[tuple[str, str]] = []
         for i in range(local):
-            waveforms[i] = self._crop(planned, first + i)
+            waveforms[i] = self._load_slot(planned, first + i, failures)
         # The whole global batch's masks, so that every process draws the same ones; then this process's rows.
         rng = np.random.default_rng([self.seed, self.mask_stream, step])
         num_frames = self.frames[planned.length]
@@ -132,11 +145,32 @@ class LoadBatch:
             batch["channel_mask"] = channel_mask[first : first + local]
         if planned.real is not None:
             batch["real"] = planned.real[first : first + local]
+        if failures:
+            batch[BAD_AUDIO] = failures
         return step, batch
 
-    def _crop(self, planned: PlannedBatch, slot: int) -> np.ndarray:
-        """Row ``slot`` of a planned batch: decoded, normalized over the whole utterance, cropped."""
-        row = self.rows[int(planned.rows[slot])]
+    def _load_slot(self, planned: PlannedBatch, slot: int, failures: list[tuple[str, str]]) -> np.ndarray:
+        """The waveform of batch slot ``slot``: its row, or a deterministic stand-in when that fails to decode."""
+        index = int(planned.rows[slot])
+        for attempt in range(MAX_REPLACEMENTS + 1):
+            row = self.rows[index]
+            try:
+                return self._crop(row, planned, slot)
+            except AudioError as error:
+                failures.append((row.location, error.reason))
+            members = self._bucket_members(planned.bucket)
+            rng = np.random.default_rng([self.seed, REPLACEMENT_STREAM, planned.epoch, planned.index, slot, attempt])
+            index = int(members[rng.integers(len(members))])
+        raise AudioError(row.location, f"this row and {MAX_REPLACEMENTS} replacements from its bucket failed")
+
+    def _bucket_members(self, bucket: int) -> np.ndarray:
+        """Indices of the rows of a bucket (all at least as long as its length)."""
+        if bucket not in self._members:
+            self._members[bucket] = np.flatnonzero(self.plan.assignment == bucket)
+        return self._members[bucket]
+
+    def _crop(self, row: ManifestRow, planned: PlannedBatch, slot: int) -> np.ndarray:
+        """A row decoded, normalized over the whole utterance, and cropped to the batch's length."""
         waveform = read_audio(row)
         if self.normalize:
             waveform = normalize(waveform)
@@ -237,7 +271,10 @@ class TrainingData:
             shortest += stride
         min_sample_size = max(data_cfg.min_sample_size, shortest)
         self.scan: ScanResult = scan_manifest(
-            read_manifest(data_cfg.manifest), min_sample_size=min_sample_size, progress=progress
+            read_manifest(data_cfg.manifest),
+            min_sample_size=min_sample_size,
+            decode=data_cfg.verify_audio,
+            progress=progress,
         )
         if not self.scan.rows:
             kinds = [f"{count} {kind}" for kind, count in sorted(self.scan.counts.items())]
@@ -313,7 +350,23 @@ class TrainingData:
         # Each worker builds whole batches, ``data.prefetch_factor`` ahead (as the reference's DataLoader).
         options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
         workers = grain.MultiprocessingOptions(num_workers=self.num_workers, per_worker_buffer_size=self.prefetch)
-        return BatchIterator(iter(dataset.to_iter_dataset(options).mp_prefetch(workers)))
+        prefetched = dataset.to_iter_dataset(options).mp_prefetch(workers, worker_init_fn=exit_with_parent)
+        return BatchIterator(iter(prefetched))
+
+
+def exit_with_parent(_worker_index: int, _worker_count: int) -> None:
+    """In a worker: exit as soon as the trainer is gone, however it died (kill -9 included).
+
+    An orphaned worker is re-parented (to init or a subreaper), so a change of parent pid means the trainer died.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def validation_batches(

@@ -1,7 +1,7 @@
 """Validating a manifest's audio before training, so bad files fail fast with a readable list instead of mid-epoch.
 
-Only headers are read (no decoding), from a thread pool: libsndfile releases the GIL while it reads, so
-scanning is I/O-bound and parallelizes well on network file systems.
+Only headers are read (no decoding) unless asked to decode every file (`data.verify_audio`), from a thread pool:
+libsndfile releases the GIL while it reads, so scanning is I/O-bound and parallelizes well on network file systems.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from spidr_jax.data.audio import SAMPLE_RATE, AudioError, audio_info
+from spidr_jax.data.audio import SAMPLE_RATE, AudioError, audio_info, read_audio
 from spidr_jax.data.manifest import ManifestRow
 from spidr_jax.progress import track
 
@@ -25,6 +25,7 @@ SAMPLE_RATE_MISMATCH = "sample rate"
 NOT_MONO = "not mono"
 EMPTY = "empty"
 LENGTH_MISMATCH = "length mismatch"
+UNDECODABLE = "undecodable"
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,20 @@ def bounded_map(
         yield pending.popleft().result()
 
 
+def decode_row(row: ManifestRow) -> tuple[str, str] | None:
+    """As `check_row`, then decode the whole file: corrupt data behind a valid header is a problem too."""
+    problem = check_row(row)
+    if problem is not None:
+        return problem
+    try:
+        waveform = read_audio(row)
+    except AudioError as error:
+        return UNDECODABLE, error.reason
+    if len(waveform) != row.num_samples:
+        return UNDECODABLE, f"decoded {len(waveform)} samples, the header says {row.num_samples}"
+    return None
+
+
 def check_row(row: ManifestRow) -> tuple[str, str] | None:
     """``(kind, reason)`` of the first problem with a row's audio header, or None when it is usable."""
     try:
@@ -87,12 +102,14 @@ def scan_manifest(
     *,
     min_sample_size: int = 0,
     check_audio: bool = True,
+    decode: bool = False,
     num_threads: int = 8,
     progress: bool = True,
 ) -> ScanResult:
     """Drop rows shorter than ``min_sample_size`` and check the headers of the others.
 
-    With ``check_audio=False`` only the length filter runs (no file is opened).
+    With ``check_audio=False`` only the length filter runs (no file is opened); with ``decode=True`` every file
+    is also decoded whole (slower: reads all the audio once).
     """
     kept = [row for row in rows if row.num_samples >= min_sample_size]
     num_too_short = len(rows) - len(kept)
@@ -102,10 +119,9 @@ def scan_manifest(
     problems: list[tuple[str, str]] = []
     counts: collections.Counter[str] = collections.Counter()
     with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-        results = bounded_map(check_row, kept, pool, window=max(1, num_threads) * 16)
-        checked = track(
-            zip(kept, results, strict=True), total=len(kept), description="Checking audio", disable=not progress
-        )
+        results = bounded_map(decode_row if decode else check_row, kept, pool, window=max(1, num_threads) * 16)
+        description = "Decoding audio" if decode else "Checking audio"
+        checked = track(zip(kept, results, strict=True), total=len(kept), description=description, disable=not progress)
         for row, problem in checked:
             if problem is None:
                 usable.append(row)

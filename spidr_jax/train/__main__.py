@@ -13,7 +13,11 @@ import sys
 from spidr_jax.cli_errors import exit_on_error
 from spidr_jax.config.cli import parse_config_or_exit, require_fields
 from spidr_jax.data.manifest import ManifestError
+from spidr_jax.formats import DamagedCheckpointError
+from spidr_jax.train.bad_audio import TooMuchBadAudioError
+from spidr_jax.train.checkpoints import CheckpointSaveError
 from spidr_jax.train.loop import NonFiniteLossError, train
+from spidr_jax.train.workdir_lock import WorkdirLockedError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,9 +27,22 @@ def main(argv: list[str] | None = None) -> None:
         print(__doc__)
         return
     cfg = parse_config_or_exit(args, strict=True)
-    with exit_on_error((ManifestError, NonFiniteLossError)):
-        require_fields(cfg, ["run.workdir", "data.manifest"])
-        result = train(cfg)
+    stops = (
+        ManifestError,
+        NonFiniteLossError,
+        CheckpointSaveError,
+        DamagedCheckpointError,
+        TooMuchBadAudioError,
+        WorkdirLockedError,
+        OSError,  # disk full, read-only or missing workdir: the message names the path
+    )
+    try:
+        with exit_on_error(stops):
+            require_fields(cfg, ["run.workdir", "data.manifest"])
+            result = train(cfg)
+    except KeyboardInterrupt:
+        print("interrupted: stopped without saving; a restart resumes from the newest checkpoint", file=sys.stderr)
+        sys.exit(130)
     if result.stopped_by_signal is not None:
         sys.exit(128 + result.stopped_by_signal)
 

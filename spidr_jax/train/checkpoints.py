@@ -1,59 +1,51 @@
-"""Orbax checkpoints of a training run: the train state and where the data stands, under `<workdir>/checkpoints`.
+"""Checkpoints of a training run under `<workdir>/checkpoints`: the train state and where the data stands.
 
-Each saved step holds two items: "state" (the whole TrainState, sharded arrays) and "meta" (JSON: step, data seed,
-run config). Batches are a pure function of (seed, step), so the step is the data position: a restarted run
-resumes exactly where it stopped. Saves are asynchronous; every process takes part (multi-host).
+The layout (a "model" item that inference restores alone, a "training" item, a "meta" item with the step, the
+data seed and checksums) is `spidr_jax.formats`'. Batches are a pure function of (seed, step), so the step is
+the data position: a restarted run resumes exactly where it stopped. Saves are asynchronous; every process takes
+part (multi-host). A restore verifies what it reads and falls back to the newest intact checkpoint; a training
+run sets damaged ones aside rather than letting `keep_latest` rotate the good ones out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import sys
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import orbax.checkpoint as ocp
-from absl import logging as absl_logging
+from jax.experimental import multihost_utils
 
-from spidr_jax.config.loading import config_from_json
+from spidr_jax import formats
 from spidr_jax.config.model import DinoSRConfig
-from spidr_jax.config.run import Config, OptimizerConfig
-from spidr_jax.pretrained import abstract_model
+from spidr_jax.config.run import OptimizerConfig
+from spidr_jax.models import build_model
 from spidr_jax.train.loss_scale import init_loss_scale
 from spidr_jax.train.optimizer import adamw
 from spidr_jax.train.state import COMPUTE_DTYPES, TrainState, split_model
 
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = formats.CHECKPOINT_DIR
 
 
-@contextmanager
-def quiet_absl(enabled: bool) -> Iterator[None]:
-    """Silence absl warnings for the duration (when enabled)."""
-    previous = absl_logging.get_verbosity()
-    if enabled:
-        absl_logging.set_verbosity(absl_logging.ERROR)
-    try:
-        yield
-    finally:
-        absl_logging.set_verbosity(previous)
+class CheckpointSaveError(RuntimeError):
+    """An asynchronous checkpoint save failed (disk full, permissions, storage errors)."""
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr (process 0 only)."""
+    if jax.process_index() == 0:
+        print(f"warning: {message}", file=sys.stderr)
 
 
 class RunCheckpoints:
     """Save/restore train states of one run; keeps the `keep_latest` newest (all when <= 0)."""
 
     def __init__(self, workdir: str | Path, *, keep_latest: int = -1, read_only: bool = False) -> None:
-        self.directory = Path(workdir).resolve() / CHECKPOINT_DIR
-        with quiet_absl(read_only):  # Orbax warns that a read-only manager will not save
-            options = ocp.CheckpointManagerOptions(
-                max_to_keep=keep_latest if keep_latest > 0 else None,
-                create=not read_only,
-                read_only=read_only,
-                enable_async_checkpointing=not read_only,
-            )
-            self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
+        self.workdir = Path(workdir).resolve()
+        self.directory = self.workdir / CHECKPOINT_DIR
+        self.read_only = read_only
+        self.manager = formats.checkpoint_manager(self.workdir, keep_latest=keep_latest, read_only=read_only)
 
     def latest_step(self) -> int | None:
         """Newest saved step, or None."""
@@ -65,31 +57,79 @@ class RunCheckpoints:
 
     def save(self, state: TrainState, meta: dict[str, Any]) -> None:
         """Start saving `state` at its step (asynchronously); returns once the arrays are copied off-device."""
+        self.check_for_errors()  # a failed earlier save is reported now, not at the end of the run
         step = int(jax.device_get(state.step))
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-        self.manager.save(step, args=args, force=True)
+        model, training = split_state(state)
+        try:
+            formats.save_checkpoint(self.manager, step, model, training, meta)
+        except OSError as error:
+            raise CheckpointSaveError(f"saving the checkpoint at step {step} failed: {error}") from error
+
+    def check_for_errors(self) -> None:
+        """Raise CheckpointSaveError if a finished asynchronous save failed."""
+        try:
+            self.manager.check_for_errors()
+        except Exception as error:  # Orbax re-raises whatever the background save raised
+            raise CheckpointSaveError(f"saving a checkpoint in {self.directory} failed: {error}") from error
 
     def restore(self, abstract_state: TrainState, step: int | None = None) -> tuple[TrainState, dict[str, Any]]:
-        """(state, meta) at `step` (the latest by default); `abstract_state` gives shapes, dtypes and shardings."""
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"{self.directory}: no checkpoint")
-        if step not in self.manager.all_steps():
-            raise FileNotFoundError(f"{self.directory}: no checkpoint at step {step} (have {self.all_steps()})")
-        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
-        restored = self.manager.restore(step, args=args)
-        return restored.state, restored.meta
+        """(state, meta) at `step`, else of the newest intact checkpoint; `abstract_state` gives shapes and shardings.
+
+        Damaged checkpoints are reported in one line each; a writable run moves them to `damaged_checkpoints/`.
+        """
+        model_target, training_target = split_state(abstract_state)
+        damaged: list[int] = []
+
+        def skip(error: formats.DamagedCheckpointError) -> None:
+            damaged.append(error.step)
+            warn(f"{error}; trying an older checkpoint")
+
+        targets = lambda _step: (model_target, training_target)  # noqa: E731 - the same shapes for every step
+        restored = formats.restore_newest_intact(self.manager, targets, step=step, on_damaged=skip)
+        if damaged:
+            warn(f"resuming from the newest intact checkpoint, step {restored.step}")
+            if not self.read_only:
+                self._set_aside(damaged)
+        return join_state(restored.model, restored.training), restored.meta
+
+    def _set_aside(self, steps: list[int]) -> None:
+        # Every process has found the same damage; one moves the directories, then all re-read the list.
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("spidr_jax: damaged checkpoints found")
+        if jax.process_index() == 0:
+            for step in steps:
+                warn(f"the damaged checkpoint of step {step} is kept in {formats.set_aside(self.workdir, step)}")
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("spidr_jax: damaged checkpoints set aside")
+        self.manager.reload()
 
     def wait(self) -> None:
         """Block until pending saves are on disk."""
         self.manager.wait_until_finished()
 
     def close(self) -> None:
-        """Finish pending saves and release resources (idempotent)."""
+        """Finish pending saves and release resources (idempotent); a failed save raises CheckpointSaveError."""
         if self.manager is not None:
-            self.manager.wait_until_finished()
-            self.manager.close()
-            self.manager = None
+            manager, self.manager = self.manager, None
+            try:
+                manager.wait_until_finished()
+                manager.check_for_errors()
+            except Exception as error:
+                raise CheckpointSaveError(f"saving a checkpoint in {self.directory} failed: {error}") from error
+            finally:
+                manager.close()
+
+
+def split_state(state: TrainState) -> tuple[dict, dict]:
+    """The checkpoint items of a train state: (model, training)."""
+    model = {"params": state.params, "teacher": state.teacher, "codebooks": state.codebooks, "step": state.step}
+    training = {"opt_state": state.opt_state, "rng": state.rng, "loss_scale": state.loss_scale}
+    return model, training
+
+
+def join_state(model: dict, training: dict) -> TrainState:
+    """The train state of restored checkpoint items."""
+    return TrainState(**model, **training)
 
 
 def abstract_like(state: TrainState, shardings: Any) -> TrainState:  # noqa: ANN401
@@ -101,7 +141,9 @@ def abstract_train_state(
     model_cfg: DinoSRConfig, opt_cfg: OptimizerConfig, sharding: jax.sharding.Sharding
 ) -> TrainState:
     """Shapes of a run's train state (nothing initialized), every leaf with `sharding`."""
-    model = abstract_model(model_cfg, COMPUTE_DTYPES[opt_cfg.dtype])
+    from flax import nnx  # noqa: PLC0415
+
+    model = nnx.eval_shape(lambda: build_model(model_cfg, dtype=COMPUTE_DTYPES[opt_cfg.dtype]))
     _, params, teacher, codebooks = split_model(model)
     state = TrainState(
         params=params,
@@ -116,17 +158,5 @@ def abstract_train_state(
 
 
 def model_tree(state: TrainState) -> dict:
-    """The model's full state (as `spidr_jax.pretrained` stores it) from a train state, as numpy arrays."""
-    tree = {**state.params, "teacher": state.teacher, "codebooks": state.codebooks, "current_step": state.step}
-    return jax.tree.map(np.asarray, jax.device_get(tree))
-
-
-def restore_model_tree(workdir: str | Path, step: int | None = None) -> tuple[Config, dict, int]:
-    """(run config, model tree, step) of a training run's checkpoint (the newest by default), on one device."""
-    workdir = Path(workdir)
-    cfg = config_from_json(workdir / "config.json")
-    checkpoints = RunCheckpoints(workdir, read_only=True)
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    state, _ = checkpoints.restore(abstract_train_state(cfg.model, cfg.optimizer, sharding), step)
-    checkpoints.close()
-    return cfg, model_tree(state), int(state.step)
+    """The model's full state (as a converted directory stores it) from a train state, as numpy arrays."""
+    return formats.model_item_to_tree(split_state(state)[0])

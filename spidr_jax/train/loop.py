@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from spidr_jax.config.run import Config
-from spidr_jax.data.audio import SAMPLE_RATE
-from spidr_jax.data.pipeline import TrainingData, validation_batches
+from spidr_jax.data.audio import SAMPLE_RATE, AudioError
+from spidr_jax.data.pipeline import BAD_AUDIO, TrainingData, validation_batches
 from spidr_jax.progress import make_progress
 from spidr_jax.sharding import data_mesh, replicated
+from spidr_jax.train.bad_audio import DecodeFailures, TooMuchBadAudioError, report_scan_problems
 from spidr_jax.train.checkpoints import RunCheckpoints
 from spidr_jax.train.evaluation import eval_step_function, validate
 from spidr_jax.train.initial_state import initial_train_state
@@ -28,7 +32,10 @@ from spidr_jax.train.signals import StopSignals
 from spidr_jax.train.step import StepDefinition, compile_train_step
 from spidr_jax.train.tensorboard import MetricAverages, MetricsWriter
 from spidr_jax.train.units_report import UnitsMonitor
-from spidr_jax.train.workdir import abstract_batch, global_batch, prepare_workdir, report_bad_audio
+from spidr_jax.train.workdir import abstract_batch, global_batch, prepare_workdir
+from spidr_jax.train.workdir_lock import WorkdirLock, WorkdirLockedError
+
+SAVE_CHECK_INTERVAL = 10  # steps between two checks for a failed asynchronous checkpoint save
 
 
 class NonFiniteLossError(RuntimeError):
@@ -47,11 +54,36 @@ class RunResult:
 
 def train(cfg: Config, *, progress: bool = True) -> RunResult:
     """Train until `optimizer.max_steps` (or a stop signal), logging, validating and checkpointing on the way."""
-    run = TrainingRun(cfg, progress=progress)
+    with hold_workdir(cfg.run.workdir):
+        run = TrainingRun(cfg, progress=progress)
+        try:
+            return run.loop()
+        finally:
+            run.close()  # pending checkpoint saves complete even when the run stops on an error
+
+
+@contextmanager
+def hold_workdir(workdir: str) -> Iterator[None]:
+    """Process 0 holds the workdir's lock for the run; every process fails alike when another run holds it."""
+    initialize_distributed()
+    lock = WorkdirLock(Path(workdir).expanduser().resolve()) if jax.process_index() == 0 else None
+    refusal = ""
+    if lock is not None:
+        try:
+            lock.__enter__()
+        except WorkdirLockedError as error:
+            refusal, lock = str(error), None
+    if jax.process_count() > 1:
+        refused = multihost_utils.broadcast_one_to_all(np.int32(bool(refusal)))
+        if int(refused) and not refusal:
+            refusal = f"{workdir} is in use by another training (see the log of process 0)"
+    if refusal:
+        raise WorkdirLockedError(refusal)
     try:
-        return run.loop()
+        yield
     finally:
-        run.close()  # pending checkpoint saves complete even when the run stops on an error
+        if lock is not None:
+            lock.release()
 
 
 class TrainingRun:
@@ -74,7 +106,8 @@ class TrainingRun:
             cfg.data, cfg.masking, cfg.model, seed=cfg.data.random_seed, num_data_shards=self.mesh.size,
             progress=self.is_main,
         )  # fmt: skip
-        report_bad_audio(self.data.scan, self.workdir, self.say, write=self.is_main)
+        report_scan_problems(self.data.scan, self.workdir, self.say, write=self.is_main)
+        self.decode_failures = DecodeFailures(self.workdir, cfg.data.max_bad_fraction, self.say)
         self.say(self.data.buckets.describe())
         self.validation = {
             name: validation_batches(
@@ -94,6 +127,11 @@ class TrainingRun:
         self.split, self.state, origin = initial_train_state(cfg, self.mesh, self.checkpoints)
         self.start_step = int(jax.device_get(self.state.step))
         self.say(f"train state: {origin}, step {self.start_step}")
+        if self.start_step >= cfg.optimizer.max_steps:
+            self.say(
+                f"the checkpoint is at step {self.start_step}, not below optimizer.max_steps "
+                f"({cfg.optimizer.max_steps}): nothing to train (raise optimizer.max_steps to continue)"
+            )
 
         # ---- the compiled step, one executable per batch shape, compiled before the loop ------------------
         definition = StepDefinition(self.split, cfg.model, cfg.optimizer, self.mesh)
@@ -144,9 +182,10 @@ class TrainingRun:
             make_progress(disable=not self.progress) as bar,
         ):
             task = bar.add_task("training", total=max_steps, completed=self.start_step, status="")
-            for step, host_batch in batches:
+            for step, host_batch in read_batches(batches):
                 if step >= max_steps:
                     break
+                self.decode_failures.add(step, len(host_batch["waveforms"]), host_batch.get(BAD_AUDIO))
                 batch = global_batch(host_batch, self.mesh)
                 self.state, metrics = self.step_fn(self.state, batch, extractor_frozen=step >= cfg.model.freeze_step)
                 rows, samples = batch["waveforms"].shape
@@ -154,12 +193,11 @@ class TrainingRun:
                 done = result.final_step = step + 1
                 bar.advance(task)
                 signals.poll(done)
+                if done % SAVE_CHECK_INTERVAL == 0:
+                    self.checkpoints.check_for_errors()  # a failed asynchronous save stops the run within steps
                 if done % cfg.run.log_interval == 0 or done == max_steps:
-                    values = interval_values(self.averages.pop(), interval_start, done)
+                    values = self.log_interval(interval_start, done)
                     interval_start = (time.perf_counter(), done)
-                    if not math.isfinite(values["loss"]):
-                        raise NonFiniteLossError(non_finite_message(done, self.checkpoints))
-                    self.writer.scalars("train", values, done)
                     result.losses[done] = values["loss"]
                     bar.update(task, status=progress_status(values))
                 if done % cfg.run.save_interval == 0 or done == max_steps or signals.received:
@@ -176,10 +214,30 @@ class TrainingRun:
         self.say(f"done: step {result.final_step}")
         return result
 
+    def log_interval(self, interval_start: tuple[float, int], done: int) -> dict[str, float]:
+        """Average the metrics since the last log, check them, and write them to TensorBoard."""
+        bad_audio = self.decode_failures.check()
+        values = interval_values(self.averages.pop(), interval_start, done) | {"bad_audio": bad_audio}
+        if not math.isfinite(values["loss"]):
+            raise NonFiniteLossError(non_finite_message(done, self.checkpoints))
+        self.writer.scalars("train", values, done)
+        return values
+
     def close(self) -> None:
         """Wait for pending checkpoint saves and flush the logs (safe to call twice)."""
         self.checkpoints.close()
         self.writer.close()
+
+
+def read_batches(batches: Iterator[tuple[int, dict]]) -> Iterator[tuple[int, dict]]:
+    """The batches, with a slot whose row and all stand-ins failed to decode turned into one clear error."""
+    while True:
+        try:
+            yield next(batches)
+        except StopIteration:
+            return
+        except AudioError as error:
+            raise TooMuchBadAudioError(f"{error}; the storage of the audio may be unreadable") from error
 
 
 def interval_values(means: dict[str, float], interval_start: tuple[float, int], done: int) -> dict[str, float]:

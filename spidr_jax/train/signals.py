@@ -19,7 +19,7 @@ from jax.experimental import multihost_utils
 class StopSignals:
     """Context manager: while active, SIGTERM and SIGINT set `received` instead of killing the process.
 
-    A second SIGINT restores the default behaviour (so Ctrl-C twice still stops at once).
+    A second SIGINT raises KeyboardInterrupt at once (Ctrl-C twice stops without saving).
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -39,7 +39,9 @@ class StopSignals:
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.received is not None and signum == signal.SIGINT:
+            # The second Ctrl-C: stop now, without the checkpoint that the first one asked for.
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
         self.received = signum
 
     def __enter__(self) -> Self:

@@ -1,9 +1,7 @@
-"""The run's working directory (config, bad-audio report) and the host-to-device hand-off of batches."""
+"""The run's working directory (its config) and the host-to-device hand-off of batches."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -13,10 +11,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from spidr_jax.config.loading import config_from_json, config_to_json
 from spidr_jax.config.model import ConfigError
 from spidr_jax.config.run import Config
-from spidr_jax.data.scan import ScanResult, format_problems
+from spidr_jax.data.pipeline import BAD_AUDIO
 
 CONFIG_FILE = "config.json"
-BAD_AUDIO_FILE = "bad_audio.txt"
 
 
 def prepare_workdir(cfg: Config, *, write: bool) -> Path:
@@ -47,19 +44,6 @@ def prepare_workdir(cfg: Config, *, write: bool) -> Path:
     return workdir
 
 
-def report_bad_audio(scan: ScanResult, workdir: Path, say: Callable[[str], None], *, write: bool) -> None:
-    """Print the scan's problems and list every excluded file in `<workdir>/bad_audio.txt`."""
-    if scan.num_too_short:
-        say(f"{scan.num_too_short} files shorter than data.min_sample_size are left out")
-    if not scan.problems:
-        return
-    say(f"{len(scan.problems)} audio files are unusable and left out (list in {workdir / BAD_AUDIO_FILE}):")
-    say(format_problems(scan))
-    if write:
-        lines = [json.dumps({"path": path, "problem": reason}) for path, reason in scan.problems]
-        (workdir / BAD_AUDIO_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Rows of every batch array split over 'data'."""
     return NamedSharding(mesh, PartitionSpec("data"))
@@ -70,6 +54,8 @@ def global_batch(host_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax
     sharding = batch_sharding(mesh)
     out = {}
     for name, local in host_batch.items():
+        if name == BAD_AUDIO:
+            continue  # host-side only: the rows that failed to decode
         shape = (local.shape[0] * jax.process_count(), *local.shape[1:])
         out[name] = jax.make_array_from_process_local_data(sharding, local, shape)
     return out
