@@ -28,6 +28,7 @@ TINY = SpidRConfig(
     codebook_size=32,
     num_codebooks=2,
 )
+QUICK = ["--quiet", "--max-shapes", "2"]  # few compilations; no progress bar
 LAUNCHER_PREFIXES = ("SLURM_", "TPU_", "JAX_COORDINATOR", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "JAX_LOCAL_DEVICE")
 
 
@@ -61,10 +62,10 @@ def write_manifest(path: Path, rows: list[str]) -> Path:
 
 
 def run_extract(capsys: pytest.CaptureFixture, *args: str | Path) -> tuple[int, str]:
-    """`python -m spidr_jax.extract ARGS --quiet` in this process: (exit code, stderr)."""
+    """`python -m spidr_jax.extract ARGS --quiet --max-shapes 2` in this process: (exit code, stderr)."""
     capsys.readouterr()
     try:
-        extract.main([*map(str, args), "--quiet"])
+        extract.main([*map(str, args), *QUICK])
         code = 0
     except SystemExit as stop:
         code = int(stop.code or 0)

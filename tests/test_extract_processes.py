@@ -19,6 +19,7 @@ import pytest
 from spidr_jax.data.manifest import ManifestRow
 from spidr_jax.extraction_processes import split_rows
 from tests.extraction_setup import (
+    QUICK,
     read_units,
     run_extract,
     tiny_checkpoint,
@@ -46,8 +47,8 @@ def extract_here(capsys, monkeypatch, checkpoint: Path, manifest: Path, out: Pat
     assert code == 0, err
 
 
-def launch(args: list[str], logs: Path, *, processes: int, devices: int) -> list[str]:
-    """Run `processes` extraction processes of `devices` CPU devices each; their stderr (all must exit 0)."""
+def launch(args: list[str], logs: Path, *, processes: int, devices: int, expect: int = 0) -> list[str]:
+    """Run `processes` extraction processes of `devices` CPU devices each; their stderr (all must exit `expect`)."""
     logs.mkdir(parents=True, exist_ok=True)
     port, started = free_port(), []
     for rank in range(processes):
@@ -58,7 +59,7 @@ def launch(args: list[str], logs: Path, *, processes: int, devices: int) -> list
         }
         env = process_env(logs / "cache", devices, **joined)
         with (logs / f"{rank}.err").open("w") as err:
-            command = [sys.executable, "-m", "spidr_jax.extract", *args, "--quiet"]
+            command = [sys.executable, "-m", "spidr_jax.extract", *args, *QUICK]
             started.append(subprocess.Popen(command, env=env, cwd=ROOT, stdout=err, stderr=err, start_new_session=True))
     try:
         codes = [process.wait(timeout=TIMEOUT) for process in started]
@@ -69,7 +70,7 @@ def launch(args: list[str], logs: Path, *, processes: int, devices: int) -> list
                 process.wait()
     stderr = [(logs / f"{rank}.err").read_text() for rank in range(processes)]
     for rank, code in enumerate(codes):
-        assert code == 0, f"process {rank} exited {code}:\n{stderr[rank][-3000:]}"
+        assert code == expect, f"process {rank} exited {code}:\n{stderr[rank][-3000:]}"
     return stderr
 
 
@@ -110,6 +111,12 @@ def test_two_processes_resume_and_merge_units(setup, tmp_path, capsys, monkeypat
     assert f"checkpoint: {checkpoint} (converted model, step 0)" in stderr[0]
     assert "checkpoint:" not in stderr[1]  # process 0 speaks for all
     assert stderr[1].count("process 1/2: ") >= 1
+
+    # Other settings are refused by every process, in one line each, without hanging.
+    refused = launch([*args[:-1], "2", "--units"], tmp_path / "logs_refused", processes=2, devices=1, expect=1)
+    assert "error: " in refused[0]
+    assert "(layer: 3 there, 2 now)" in refused[0]
+    assert refused[1].strip().splitlines()[-1] == f"error: {out}: process 0 could not prepare the output directory"
 
 
 @pytest.mark.skipif(not gloo_available(), reason="this jaxlib has no Gloo CPU collectives")
