@@ -10,6 +10,7 @@ failed write (disk full, read-only directory) raises `OutputError` naming the pa
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -225,7 +226,9 @@ class FeatureWriter:
         """Write one file's features atomically."""
         target = self.path(fileid)
         make_directory(target.parent)
-        write_atomically(target, lambda file: np.save(file, values.astype(np.float32)))
+        buffer = io.BytesIO()  # np.save's direct writes to a file report a full disk without its reason
+        np.save(buffer, values.astype(np.float32))
+        write_atomically(target, lambda file: file.write(buffer.getbuffer()))
 
     def flush(self) -> None:
         """Nothing buffered."""
