@@ -20,7 +20,10 @@ from tests.reference import SMALL as REFERENCE_SMALL
 
 SMALL = REFERENCE_SMALL | {"encoder_num_layers": 2, "num_codebooks": 2}  # fewer layers: faster compilation
 TOLERANCE = 1e-4  # max abs error relative to the output scale
-SMALL_LIMITS = (TransformerBlocks(min_frames=10, query_block=32, key_block=48), ExtractorChunks(10, chunk_frames=37))
+SMALL_LIMITS = (
+    TransformerBlocks(10, query_block=32, key_block=48, frame_block=100),
+    ExtractorChunks(10, chunk_frames=37),
+)
 
 
 def scale_error(expected, got):

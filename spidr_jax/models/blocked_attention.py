@@ -56,8 +56,9 @@ def map_frames(function: Callable[[jax.Array], jax.Array], x: jax.Array, block: 
     tiles = jnp.moveaxis(
         jnp.pad(x, ((0, 0), (0, count * block - frames), (0, 0))).reshape(batch, count, block, dim), 1, 0
     )
+    out_dtype = jax.eval_shape(function, tiles[0]).dtype  # the blocks are written over the input's dtype
     out = jnp.moveaxis(map_in_place(function, tiles), 0, 1)
-    return out.reshape(batch, count * block, dim)[:, :frames]
+    return out.reshape(batch, count * block, dim)[:, :frames].astype(out_dtype)
 
 
 def _blocks(x: jax.Array, size: int, fill: object = 0) -> jax.Array:
