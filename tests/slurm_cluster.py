@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "scancel", "scontrol", "sinfo")
 START_TIMEOUT = 60.0  # seconds for the node to become idle
 STOP_TIMEOUT = 15.0  # seconds for a daemon to exit after SIGTERM
@@ -76,6 +78,14 @@ class SlurmCluster:
         """Cancel jobs (cleanup: errors are ignored)."""
         if job_ids:
             self.command("scancel", *job_ids)
+
+    def cancel_all(self, timeout: float = 60.0) -> None:
+        """Cancel every job and wait (bounded) until none is left, so that no job step outlives the daemons."""
+        self.command("scancel", "--user", str(os.geteuid()))
+        deadline = time.monotonic() + timeout
+        # squeue lists only the jobs not yet ended (pending, running, completing).
+        while self.command("squeue", "-h", "-o", "%i").stdout.split() and time.monotonic() < deadline:
+            time.sleep(0.5)
 
     def stop(self) -> None:
         """Stop the daemons, newest first, by their process ids."""
@@ -157,6 +167,8 @@ def write_config(root: Path, node: str, cpus: int, ports: list[int], munge_socke
         "JobAcctGatherType=jobacct_gather/none",
         "AccountingStorageType=accounting_storage/none",
         "SchedulerType=sched/backfill",
+        # Schedule every second (default: every 30-60 s), so that a requeued job starts again at once.
+        "SchedulerParameters=bf_interval=1,sched_interval=1",
         "ReturnToService=2",
         "JobRequeue=1",
         # Seconds between SIGTERM and SIGKILL when a job is cancelled or reaches its limit: time to save.
@@ -164,10 +176,15 @@ def write_config(root: Path, node: str, cpus: int, ports: list[int], munge_socke
         "MinJobAge=600",  # finished jobs stay visible to scontrol while the tests read their state
         "SlurmctldTimeout=30",
         "SlurmdTimeout=30",
-        f"NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb()} State=UNKNOWN",
+        # Two GPUs that exist only as a count (no device files), for the GPU-side checks of the job script.
+        "GresTypes=gpu",
+        f"NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb()} Gres=gpu:2 State=UNKNOWN",
         f"PartitionName=test Nodes={node} Default=YES MaxTime=INFINITE State=UP",
     ]
     conf.write_text("\n".join(lines) + "\n")
+    # Read from the directory of slurm.conf. Any existing files stand for the devices: no job here uses them.
+    gres = [f"NodeName={node} Name=gpu File={device} Count=1" for device in ("/dev/null", "/dev/zero")]
+    (root / "gres.conf").write_text("\n".join(gres) + "\n")
     return conf
 
 
@@ -242,3 +259,19 @@ def _wait_for(ready: object, timeout: float, message: str, log: Path) -> None:
             pass
         time.sleep(0.5)
     raise RuntimeError(f"{message} within {timeout:.0f} s\n{tail(log)}")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """The running test cluster for the whole session; skipped only where the daemons cannot run."""
+    try:
+        cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
+    except ClusterUnavailable as reason:
+        pytest.skip(f"no SLURM test cluster: {reason}")
+    try:
+        yield cluster
+    finally:
+        try:
+            cluster.cancel_all()
+        finally:
+            cluster.stop()

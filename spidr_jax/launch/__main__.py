@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from spidr_jax.config.loading import config_to_json
-from spidr_jax.launch.dump import job_folder, sbatch_script, write_job_files
+from spidr_jax.launch.dump import JobFolder, folder_name, job_folder, sbatch_script, write_job_files
 from spidr_jax.launch.options import LaunchOptions, UsageError, build_parser, parse_options
 from spidr_jax.launch.resources import sbatch_options, script_arguments
 from spidr_jax.launch.submit import sbatch, show
@@ -42,9 +42,9 @@ def launch(options: LaunchOptions) -> list[tuple[str, str, Path]]:
     for spec, config_json in jobs:
         name = job_name(spec)
         if options.dry_run:
-            folder_path = options.dump.resolve() / f"<date>-<time>-{name}"
-            args = sbatch_options(options, job_name=name, log=folder_path / "slurm-%j.out", workdir=Path.cwd())
-            show([*args, str(folder_path / script.name), *script_arguments(options, spec)], script)
+            folder = JobFolder(options.dump.resolve() / folder_name(name))  # not created
+            args = sbatch_options(options, job_name=name, log=folder.log, workdir=Path.cwd())
+            show([*args, str(folder.script), *script_arguments(options, spec)], script)
             continue
         folder = job_folder(options.dump, name)
         args = sbatch_options(options, job_name=name, log=folder.log, workdir=Path.cwd())

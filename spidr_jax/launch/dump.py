@@ -42,18 +42,23 @@ class JobFolder:
         return self.path / f"slurm-{job_id}.out"
 
 
+def folder_name(name: str) -> str:
+    """`<date>-<time>-<name>`: folders sort by submission time."""
+    return time.strftime("%Y%m%d-%H%M%S-") + name
+
+
 def job_folder(dump: Path, name: str) -> JobFolder:
     """A new folder `DUMP/<date>-<time>-<name>[-k]` (never an existing one)."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stem = folder_name(name)
     dump.mkdir(parents=True, exist_ok=True)
     for k in range(1000):
-        path = dump.resolve() / (f"{stamp}-{name}" + (f"-{k}" if k else ""))
+        path = dump.resolve() / (stem + (f"-{k}" if k else ""))
         try:
             path.mkdir()
         except FileExistsError:
             continue
         return JobFolder(path)
-    raise FileExistsError(f"{dump}: no free folder name for {stamp}-{name}")
+    raise FileExistsError(f"{dump}: no free folder name for {stem}")
 
 
 def write_job_files(folder: JobFolder, *, config_json: str | None, command: list[str], extract_args: list[str]) -> None:
