@@ -4,4 +4,4 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from tests.slurm_cluster import slurm_cluster  # noqa: E402, F401 (the session fixture of tests/test_slurm.py)
+from tests.slurm_cluster import slurm_cluster  # noqa: F401 (the session fixture of tests/test_slurm.py)

@@ -233,9 +233,7 @@ def start_cluster(root: Path) -> SlurmCluster:
         cluster.processes.append(start_daemon(["slurmd", "-D"], log / "slurmd.out", env))
 
         def idle() -> bool:
-            for process in cluster.processes:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
+            check_alive(cluster)
             out = cluster.command("sinfo", "-h", "-N", "-o", "%T", timeout=10).stdout.strip()
             return out == "idle"
 
@@ -244,6 +242,13 @@ def start_cluster(root: Path) -> SlurmCluster:
         cluster.stop()
         raise
     return cluster
+
+
+def check_alive(cluster: SlurmCluster) -> None:
+    """Raise RuntimeError when a daemon has exited."""
+    for process in cluster.processes:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
 
 
 def _wait_for(ready: object, timeout: float, message: str, log: Path) -> None:

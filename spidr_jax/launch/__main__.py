@@ -1,4 +1,4 @@
-"""Submit spidr_jax jobs to SLURM, one per config, after checking every config here.
+r"""Submit spidr_jax jobs to SLURM, one per config, after checking every config here.
 
     python -m spidr_jax.launch -A ACCOUNT -N NODES -G GPUS_PER_NODE [-t MINUTES] CONFIG [CONFIG ...] \\
         [--config.SECTION.FIELD=VALUE ...]
@@ -49,7 +49,9 @@ def launch(options: LaunchOptions) -> list[tuple[str, str, Path]]:
         folder = job_folder(options.dump, name)
         args = sbatch_options(options, job_name=name, log=folder.log, workdir=Path.cwd())
         command = [*args, str(folder.script), *script_arguments(options, spec)]
-        write_job_files(folder, config_json=config_json, command=["sbatch", *command], extract_args=options.extract_args)
+        write_job_files(
+            folder, config_json=config_json, command=["sbatch", *command], extract_args=options.extract_args
+        )
         try:
             job_id = sbatch(command)
         except UsageError:

@@ -84,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("-A", "--account", help="account to charge")
     slurm.add_argument("-N", "--nodes", type=positive, default=1, help="nodes per job (default: 1)")
     slurm.add_argument(
-        "-G", "--gpus-per-node", type=positive, help="GPUs per node, one process each (default: 8); with --cpu: processes"
+        "-G",
+        "--gpus-per-node",
+        type=positive,
+        help="GPUs per node, one process each (default: 8); with --cpu: processes",
     )
     slurm.add_argument("-c", "--cpus-per-task", type=positive, help="CPU cores per process (default: 8)")
     slurm.add_argument("--mem-per-gpu", help="memory per GPU, e.g. 64G")
@@ -101,9 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument(
         "--dump",
         type=Path,
-        help=f"folder for the job scripts, resolved configs and logs (default: ${DUMP_VARIABLE}, else ./{DEFAULT_DUMP})",
+        help=f"folder for job scripts, resolved configs and logs (default: ${DUMP_VARIABLE}, else ./{DEFAULT_DUMP})",
     )
-    launch.add_argument("--dry-run", action="store_true", help="print the sbatch commands and the script; submit nothing")
+    launch.add_argument(
+        "--dry-run", action="store_true", help="print the sbatch commands and the script; submit nothing"
+    )
     launch.add_argument("--cpu", action="store_true", help="CPU-only jobs: no GPUs requested, -G processes per node")
     parser.add_argument("configs", nargs="*", metavar="CONFIG", help="config files, one job each")
     return parser
@@ -151,7 +156,9 @@ def parse_options(argv: Sequence[str]) -> LaunchOptions:
     if options.cpu and options.mem_per_gpu:
         raise UsageError("--mem-per-gpu needs GPUs; leave it out with --cpu")
     if options.signal_lead is not None and options.time is not None and options.signal_lead >= 60 * options.time:
-        raise UsageError(f"--signal-lead {options.signal_lead} s is not shorter than the time limit ({options.time} min)")
+        raise UsageError(
+            f"--signal-lead {options.signal_lead} s is not shorter than the time limit ({options.time} min)"
+        )
     return options
 
 

@@ -24,8 +24,14 @@ def sbatch(args: list[str]) -> str:
     if shutil.which("sbatch") is None:
         raise UsageError("sbatch not found: run on a SLURM login node (or use --dry-run)")
     try:
+        # sbatch is found on PATH, as on any login node.
         done = subprocess.run(  # noqa: S603 (our own command line)
-            ["sbatch", *args], env=environment(), capture_output=True, text=True, timeout=SUBMIT_TIMEOUT, check=False
+            ["sbatch", *args],  # noqa: S607
+            env=environment(),
+            capture_output=True,
+            text=True,
+            timeout=SUBMIT_TIMEOUT,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         raise UsageError(f"sbatch did not answer within {SUBMIT_TIMEOUT} s") from None
