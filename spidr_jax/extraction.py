@@ -171,7 +171,7 @@ def run_extraction(
     """Extract the chosen layer for this process's share of the manifest, skipping what is already written."""
     rows = read_manifest(manifest)
     check_unique(rows, manifest)
-    model, kind, step = load_checkpoint(checkpoint, options.dtype)
+    model, kind, step = load_checkpoint(checkpoint.resolve(), options.dtype)  # Orbax wants absolute paths
     check_layer(model, options.layer, units=options.units)
     prepare(output, settings_of(checkpoint, model, kind, step, options), options, processes)
     summary = ExtractionSummary()

@@ -120,6 +120,8 @@ def prepare_output(output: Path, settings: ExtractionSettings, *, overwrite: boo
 
     Returns how many files of an earlier extraction `overwrite` deleted.
     """
+    if output.exists() and not output.is_dir():
+        raise ExtractionError(f"{output}: exists and is not a directory; choose another --output")
     removed = clear_outputs(output) if overwrite else 0
     if not overwrite:
         check_settings(output, settings)

@@ -202,3 +202,17 @@ def test_a_failed_units_write_keeps_only_complete_records(tmp_path):
     with pytest.raises(OutputError, match=f"cannot write {tmp_path / 'units.jsonl'}: No space left on device"):
         writer.write("b", np.array([3]))
     assert (tmp_path / "units.jsonl").read_text() == '{"fileid": "a", "units": [1, 2]}\n'
+
+
+def test_a_relative_checkpoint_path_and_an_output_that_is_a_file(setup, tmp_path, capsys, monkeypatch):
+    checkpoint, rows, _ = setup
+    manifest = write_manifest(tmp_path / "m.csv", rows)
+    (tmp_path / "taken").write_text("")
+    monkeypatch.chdir(checkpoint.parent)
+    code, err = run_extract(capsys, "--checkpoint", checkpoint.name, "--manifest", manifest, "--output",
+                            tmp_path / "taken", "--layer", "2")  # fmt: skip
+    assert code == 1
+    assert err.strip().splitlines() == [
+        f"checkpoint: {checkpoint} (converted model, step 0)",
+        f"error: {tmp_path / 'taken'}: exists and is not a directory; choose another --output",
+    ]
