@@ -233,12 +233,13 @@ def test_non_finite_weights_are_refused(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_outputs_follow_the_umask(tmp_path):
+def test_outputs_follow_the_umask(tmp_path, monkeypatch):
     model, cfg = reference_model("dinosr", seed=11, **SMALL)
-    pt = save_release(model, cfg, tmp_path / "release", "dinosr")
+    save_release(model, cfg, tmp_path / "release", "dinosr")
+    monkeypatch.chdir(tmp_path)  # relative paths too
     with umask(0o027):
-        out = torch_to_orbax(pt, tmp_path / "orbax", "dinosr")
-        back = orbax_to_torch(out, tmp_path / "back" / "model.pt")
+        out = torch_to_orbax("release/model.pt", "orbax", "dinosr")
+        back = orbax_to_torch("orbax", "back/model.pt")
     found = modes(out)
     assert found["."] == 0o750  # built in a mkdtemp directory (0700) and renamed
     assert all(mode == (0o750 if (out / path).is_dir() else 0o640) for path, mode in found.items()), found

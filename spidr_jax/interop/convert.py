@@ -114,7 +114,7 @@ def orbax_to_torch(input_dir: str | Path, output_path: str | Path) -> Path:
     A `config.json` in the reference's layout is written next to the file unless one is already there, so the
     reference's `build_model(checkpoint=...)` finds the config.
     """
-    cfg, tree = read_pretrained(input_dir)
+    cfg, tree = read_pretrained(Path(input_dir).resolve())  # Orbax refuses relative paths
     state_dict = tree_to_state_dict(tree, cfg)
     output_path = Path(output_path).resolve()
     created = _missing_ancestors(output_path)
