@@ -120,7 +120,8 @@ def test_settings_are_recorded_and_a_rerun_with_others_is_refused(setup, tmp_pat
     assert not np.array_equal(np.load(out / "u1.npy"), before)
 
 
-def test_a_training_workdir_names_its_step(tmp_path, capsys):
+def test_a_training_workdir_names_its_step(setup, tmp_path, capsys):
+    _, rows, _ = setup
     workdir = tmp_path / "run"
     cfg = Config(run=RunConfig(model_type="spidr"), model=TINY)
     workdir.mkdir()
@@ -129,9 +130,9 @@ def test_a_training_workdir_names_its_step(tmp_path, capsys):
     checkpoints = RunCheckpoints(workdir)
     checkpoints.save(state.replace(step=np.int32(7)), {})
     checkpoints.close()
-    manifest = write_manifest(tmp_path / "m.csv", write_audio(tmp_path / "wav", [4000]))
+    manifest = write_manifest(tmp_path / "m.csv", rows)  # the shapes and layer compiled for the tests above
     code, err = run_extract(capsys, "--checkpoint", workdir, "--manifest", manifest, "--output", tmp_path / "o",
-                            "--layer", "2", "--units")  # fmt: skip
+                            "--layer", "3", "--units")  # fmt: skip
     assert code == 0, err
     assert f"checkpoint: {workdir} (training workdir, step 7)" in err
     assert json.loads((tmp_path / "o" / "extraction.json").read_text())["checkpoint_step"] == 7
