@@ -134,6 +134,33 @@ def out_of_memory(error: Exception) -> bool:
     )
 
 
+def rows_or_none(
+    compute: Callable[[np.ndarray, np.ndarray], np.ndarray | None],
+    waveforms: np.ndarray,
+    lengths: np.ndarray,
+    slots: list[int],
+    num_devices: int,
+) -> dict[int, np.ndarray | None]:
+    """The output row of each of `slots`, None where the device ran out of memory.
+
+    A batch too big together is retried a file at a time (with full-length filler rows for the other devices).
+    """
+    values = compute(waveforms, lengths)
+    if values is not None:
+        return {slot: values[slot] for slot in slots}
+    if len(slots) <= 1:
+        return dict.fromkeys(slots)
+    results = {}
+    for slot in slots:
+        single = np.zeros((num_devices, waveforms.shape[1]), np.float32)
+        single[0] = waveforms[slot]
+        single_lengths = np.full((num_devices,), waveforms.shape[1], np.int32)
+        single_lengths[0] = lengths[slot]
+        values = compute(single, single_lengths)
+        results[slot] = None if values is None else values[0]
+    return results
+
+
 def model_outputs(
     model: DinoSR, rows: list[ManifestRow], output: OutputFunction, batching: Batching = DEFAULT_BATCHING
 ) -> Iterator[FileOutput]:
@@ -148,24 +175,27 @@ def model_outputs(
     def load(batch: PaddedBatch) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
         return load_batch(batch, rows, normalize_audio=batching.normalize)
 
+    def compute(waveforms: np.ndarray, lengths: np.ndarray) -> np.ndarray | None:
+        """The outputs of a padded batch, or None when the device runs out of memory for it."""
+        try:
+            return np.asarray(run(state, jax.device_put(waveforms, batch_sharding), lengths))
+        except (MemoryError, jax.errors.JaxRuntimeError) as error:
+            if not out_of_memory(error):
+                raise
+            return None
+
     with ThreadPoolExecutor(max_workers=4) as pool:
         for batch, (waveforms, lengths, failures) in zip(
             batches, bounded_map(load, batches, pool, window=3), strict=True
         ):
-            try:
-                values = np.asarray(run(state, jax.device_put(waveforms, batch_sharding), lengths))
-            except (MemoryError, jax.errors.JaxRuntimeError) as error:
-                if not out_of_memory(error):
-                    raise
-                reason = (
-                    f"out of memory for {batch.length / SAMPLE_RATE:.0f} s of audio in a batch of {batch.batch_size}"
-                )
-                for index in batch.indices:
-                    yield FileOutput(index, None, failures.get(index, reason), 0.0)
-                continue
+            slots = [slot for slot, index in enumerate(batch.indices) if index not in failures]
+            results = rows_or_none(compute, waveforms, lengths, slots, mesh.size)
             frames = np.asarray(model.frame_lengths(lengths))
             for slot, index in enumerate(batch.indices):
+                seconds = lengths[slot] / SAMPLE_RATE
                 if index in failures:
                     yield FileOutput(index, None, failures[index], 0.0)
+                elif results[slot] is None:
+                    yield FileOutput(index, None, f"out of memory ({seconds:.0f} s of audio, alone)", 0.0)
                 else:
-                    yield FileOutput(index, values[slot, : frames[slot]], None, lengths[slot] / SAMPLE_RATE)
+                    yield FileOutput(index, results[slot][: frames[slot]], None, seconds)

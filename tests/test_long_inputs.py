@@ -127,19 +127,21 @@ def test_long_file_alone_equals_its_one_pass_output(tmp_path, small_model):
 
 
 def test_out_of_memory_is_a_per_file_failure(tmp_path, small_model):
-    rows = write_files(tmp_path, [8000, 36000])
+    rows = write_files(tmp_path, [8000, 36000, 7000])
     real = features_at(1)
 
     def exhausting(model, waveforms, lengths):
-        if waveforms.shape[1] > 20000:
+        # Too much: the long file, or the two short ones together (then each alone fits).
+        if waveforms.shape[1] > 20000 or waveforms.shape[0] > 1:
             raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 12 GiB")
         return real(model, waveforms, lengths)
 
     results = {r.index: r for r in model_outputs(small_model, rows, exhausting, Batching(long_seconds=2.0))}
-    assert results[0].error is None
-    assert results[0].value.shape[0] == int(small_model.frame_lengths(np.array([8000]))[0])
+    for index, samples in ((0, 8000), (2, 7000)):
+        assert results[index].error is None
+        assert results[index].value.shape[0] == int(small_model.frame_lengths(np.array([samples]))[0])
     assert results[1].value is None
-    assert "out of memory" in results[1].error
+    assert results[1].error == "out of memory (2 s of audio, alone)"
 
     def failing(*_):
         raise jax.errors.JaxRuntimeError("INTERNAL: something else")
