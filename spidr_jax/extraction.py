@@ -24,7 +24,7 @@ from spidr_jax.extraction_processes import Processes, split_rows
 from spidr_jax.extraction_settings import ExtractionSettings, prepare_output
 from spidr_jax.inference import Batching, OutputFunction, features_at, model_outputs, plan
 from spidr_jax.models import DinoSR
-from spidr_jax.pretrained import is_training_workdir, model_from_tree, read_pretrained
+from spidr_jax.pretrained import is_training_workdir, model_from_tree, read_pretrained, read_workdir
 from spidr_jax.progress import make_progress
 
 
@@ -106,18 +106,9 @@ def units_of_head(head: int) -> OutputFunction:
 def load_checkpoint(path: Path, dtype: str) -> tuple[DinoSR, str, int]:
     """(model, "converted model" | "training workdir", step) of a converted directory or a workdir's newest step."""
     if is_training_workdir(path):
-        # Training code, loaded on demand; restored onto this process's first device, which every process has.
-        from spidr_jax.config.loading import config_from_json  # noqa: PLC0415
-        from spidr_jax.train.checkpoints import RunCheckpoints, abstract_train_state, model_tree  # noqa: PLC0415
-
-        run_cfg = config_from_json(path / "config.json")
-        checkpoints = RunCheckpoints(path, read_only=True)
-        try:
-            sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-            state, _ = checkpoints.restore(abstract_train_state(run_cfg.model, run_cfg.optimizer, sharding))
-        finally:
-            checkpoints.close()
-        cfg, tree, kind = run_cfg.model, model_tree(state), "training workdir"
+        # Only the model item of the newest intact checkpoint (no optimizer state), onto the first local device.
+        cfg, tree, _ = read_workdir(path)
+        kind = "training workdir"
     else:
         (cfg, tree), kind = read_pretrained(path), "converted model"
     step = int(np.asarray(tree["current_step"]))

@@ -19,6 +19,7 @@ which names the step and the file, and callers fall back to an older one.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -88,7 +89,7 @@ def write_model_dir(output_dir: Path, model_type: str, model_fields: dict, tree:
 
 def read_model_dir_state(path: Path) -> dict:
     """The raw Orbax tree of a converted directory's `state/` (Orbax errors propagate)."""
-    return ocp.StandardCheckpointer().restore(path / STATE_DIR)
+    return ocp.StandardCheckpointer().restore((path / STATE_DIR).resolve())  # Orbax wants absolute paths
 
 
 def is_training_workdir(path: str | Path) -> bool:
@@ -153,26 +154,56 @@ def restore_checkpoint(
     directory = manager.directory / str(step)
     legacy = (directory / LEGACY_STATE_ITEM).is_dir() and not (directory / MODEL_ITEM).is_dir()
     try:
-        if legacy:
-            target = {**model_target, **(training_target or {})}
-            args = ocp.args.Composite(state=_legacy_args(target), meta=ocp.args.JsonRestore())
-            restored = manager.restore(step, args=args)
-            state, meta = dict(restored.state), dict(restored.meta)
-            model = {key: state[key] for key in MODEL_KEYS}
-            training = {key: state[key] for key in TRAINING_KEYS} if training_target is not None else None
-        else:
-            items = {MODEL_ITEM: _restore_args(model_target), META_ITEM: ocp.args.JsonRestore()}
-            if training_target is not None:
-                items[TRAINING_ITEM] = _restore_args(training_target)
-            restored = manager.restore(step, args=ocp.args.Composite(**items))
-            model, meta = dict(restored.model), dict(restored.meta)
-            training = dict(restored.training) if training_target is not None else None
+        with _stderr_kept_on_success():
+            if legacy:
+                target = {**model_target, **(training_target or {})}
+                args = ocp.args.Composite(state=_legacy_args(target), meta=ocp.args.JsonRestore())
+                restored = manager.restore(step, args=args)
+                state, meta = dict(restored.state), dict(restored.meta)
+                model = {key: state[key] for key in MODEL_KEYS}
+                training = {key: state[key] for key in TRAINING_KEYS} if training_target is not None else None
+            else:
+                items = {MODEL_ITEM: _restore_args(model_target), META_ITEM: ocp.args.JsonRestore()}
+                if training_target is not None:
+                    items[TRAINING_ITEM] = _restore_args(training_target)
+                restored = manager.restore(step, args=ocp.args.Composite(**items))
+                model, meta = dict(restored.model), dict(restored.meta)
+                training = dict(restored.training) if training_target is not None else None
     except Exception as error:  # Orbax, tensorstore and JSON raise many kinds for damaged files
-        raise DamagedCheckpointError(step, directory, _first_line(error)) from error
+        raise DamagedCheckpointError(step, directory, one_line_reason(error)) from error
     _verify(step, directory, MODEL_ITEM, model, meta)
     if training is not None:
         _verify(step, directory, TRAINING_ITEM, training, meta)
     return Restored(step=step, model=model, training=training, meta=meta)
+
+
+@contextmanager
+def _stderr_kept_on_success() -> Iterator[None]:
+    """Hold what is written to stderr (fd 2) meanwhile; write it out unless the block fails.
+
+    When one read of a restore fails, Orbax closes its event loop while TensorStore still completes the other
+    reads, and each completion prints an "Event loop is closed" traceback from a native thread, past Python's
+    hooks. The failure is reported in one line instead, so what was printed around it is dropped (after a
+    moment for the last completions to arrive).
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            time.sleep(1.0)
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not failed:
+                held.seek(0)
+                os.write(2, held.read())
 
 
 def _verify(step: int, directory: Path, item: str, tree: dict, meta: dict) -> None:
@@ -186,11 +217,15 @@ def _verify(step: int, directory: Path, item: str, tree: dict, meta: dict) -> No
         raise DamagedCheckpointError(step, directory / item, f"array {path} holds NaN or infinite values")
 
 
-def _first_line(error: BaseException) -> str:
+def one_line_reason(error: BaseException) -> str:
     """A one-line reason from an Orbax/TensorStore/JSON error, naming the file and array where it says them."""
     text = str(error).strip()
     line = text.splitlines()[0] if text else type(error).__name__
     line = line.split(" See full TensorStore details")[0]
+    os_error = re.search(r"([^:]+) \[os_error_code='\d+'\]", text)  # TensorStore's wording of an OS error
+    if os_error:
+        failed_file = re.search(r'(?:writing|reading|opening): "([^"]+)"', text)
+        return os_error.group(1).strip() + (f": {failed_file.group(1)}" if failed_file else "")
     paths = re.findall(r"'path': '([^']*)'", text)  # TensorStore specs: the item's directory, then the array
     directories = [path for path in paths if path.startswith("/")]
     arrays = [path.rstrip("/") for path in paths if not path.startswith("/")]
@@ -243,9 +278,9 @@ def metadata_target(manager: ocp.CheckpointManager, step: int, keys: tuple[str, 
     directory = manager.directory / str(step)
     item = MODEL_ITEM if (directory / MODEL_ITEM).is_dir() else LEGACY_STATE_ITEM
     try:
-        tree = manager.item_metadata(step)[item].tree
+        tree = ocp.PyTreeCheckpointHandler().metadata(directory / item).tree  # this item's alone
     except Exception as error:
-        raise DamagedCheckpointError(step, directory / item, _first_line(error)) from error
+        raise DamagedCheckpointError(step, directory / item, one_line_reason(error)) from error
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree.map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), {key: tree[key] for key in keys}

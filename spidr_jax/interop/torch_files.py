@@ -104,7 +104,11 @@ def _expected_kind(default: Any) -> tuple[str, Callable[[Any], bool]]:  # noqa: 
 
 def check_field_types(model_type: str, values: dict[str, Any], where: str) -> None:
     """Raise CheckpointReadError naming `where` and the first field whose value has the wrong type."""
-    fields = {f.name: f.default for f in dataclasses.fields(CONFIG_CLASSES[model_type])}
+    # A float field may have an int default (ema_timescale: float = 20_000): the annotation decides.
+    fields = {
+        f.name: float(f.default) if f.type in {"float", float} else f.default
+        for f in dataclasses.fields(CONFIG_CLASSES[model_type])
+    }
     for name, value in values.items():
         if name in fields:
             expected, fits = _expected_kind(fields[name])

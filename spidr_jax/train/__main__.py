@@ -17,6 +17,7 @@ from spidr_jax.formats import DamagedCheckpointError
 from spidr_jax.train.bad_audio import TooMuchBadAudioError
 from spidr_jax.train.checkpoints import CheckpointSaveError
 from spidr_jax.train.loop import NonFiniteLossError, train
+from spidr_jax.train.signals import INTERRUPTED
 from spidr_jax.train.workdir_lock import WorkdirLockedError
 
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
             require_fields(cfg, ["run.workdir", "data.manifest"])
             result = train(cfg)
     except KeyboardInterrupt:
-        print("interrupted: stopped without saving; a restart resumes from the newest checkpoint", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)  # Ctrl-C before the training loop
         sys.exit(130)
     if result.stopped_by_signal is not None:
         sys.exit(128 + result.stopped_by_signal)

@@ -15,9 +15,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from absl import logging as absl_logging
 from jax.experimental import multihost_utils
 
 from spidr_jax import formats
+from spidr_jax.closed_loop_noise import quiet_closed_loop_tracebacks
 from spidr_jax.config.model import DinoSRConfig
 from spidr_jax.config.run import OptimizerConfig
 from spidr_jax.models import build_model
@@ -46,6 +48,10 @@ class RunCheckpoints:
         self.directory = self.workdir / CHECKPOINT_DIR
         self.read_only = read_only
         self.manager = formats.checkpoint_manager(self.workdir, keep_latest=keep_latest, read_only=read_only)
+        if not read_only:
+            # A failed background save is logged by Orbax with tracebacks from each of its threads, then
+            # re-raised to us: the run reports it in one line instead.
+            absl_logging.set_verbosity(absl_logging.FATAL)
 
     def latest_step(self) -> int | None:
         """Newest saved step, or None."""
@@ -62,15 +68,22 @@ class RunCheckpoints:
         model, training = split_state(state)
         try:
             formats.save_checkpoint(self.manager, step, model, training, meta)
-        except OSError as error:
-            raise CheckpointSaveError(f"saving the checkpoint at step {step} failed: {error}") from error
+        except Exception as error:  # Orbax re-raises whatever the previous background save raised
+            raise self._save_error(error) from error
 
     def check_for_errors(self) -> None:
         """Raise CheckpointSaveError if a finished asynchronous save failed."""
         try:
             self.manager.check_for_errors()
         except Exception as error:  # Orbax re-raises whatever the background save raised
-            raise CheckpointSaveError(f"saving a checkpoint in {self.directory} failed: {error}") from error
+            raise self._save_error(error) from error
+
+    def _save_error(self, error: BaseException) -> CheckpointSaveError:
+        quiet_closed_loop_tracebacks()  # the run stops on this error, reported in one line
+        return CheckpointSaveError(
+            f"saving a checkpoint in {self.directory} failed: {formats.one_line_reason(error)} "
+            f"(the newest complete checkpoint is step {self.manager.latest_step()})"
+        )
 
     def restore(self, abstract_state: TrainState, step: int | None = None) -> tuple[TrainState, dict[str, Any]]:
         """(state, meta) at `step`, else of the newest intact checkpoint; `abstract_state` gives shapes and shardings.
@@ -115,7 +128,7 @@ class RunCheckpoints:
                 manager.wait_until_finished()
                 manager.check_for_errors()
             except Exception as error:
-                raise CheckpointSaveError(f"saving a checkpoint in {self.directory} failed: {error}") from error
+                raise self._save_error(error) from error
             finally:
                 manager.close()
 

@@ -8,18 +8,22 @@ reports it on every process at the same step.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from types import FrameType, TracebackType
 from typing import Self
 
 import jax
 from jax.experimental import multihost_utils
 
+INTERRUPTED = "interrupted: stopped at once; a restart resumes from the newest checkpoint"
+
 
 class StopSignals:
     """Context manager: while active, SIGTERM and SIGINT set `received` instead of killing the process.
 
-    A second SIGINT raises KeyboardInterrupt at once (Ctrl-C twice stops without saving).
+    A second SIGINT ends the process at once (Ctrl-C twice), keeping the newest complete checkpoint.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -39,9 +43,12 @@ class StopSignals:
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.received is not None and signum == signal.SIGINT:
-            # The second Ctrl-C: stop now, without the checkpoint that the first one asked for.
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
+            # The second Ctrl-C: stop now. An exception raised here could land inside the input pipeline's or
+            # Orbax's threads' bookkeeping and hang the exit; leaving at once is safe: a checkpoint being written
+            # is only committed when complete (a restart resumes from the newest complete one), the workdir's
+            # lock is stale once this process is gone, and the data workers exit with their parent.
+            print(INTERRUPTED, file=sys.stderr, flush=True)
+            os._exit(128 + signal.SIGINT)
         self.received = signum
 
     def __enter__(self) -> Self:
