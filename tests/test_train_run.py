@@ -218,3 +218,25 @@ def test_folder_of_real_audio_to_falling_loss(env, tmp_path):
     logged = losses(tmp_path / "run")
     assert sorted(logged) == [10, 20, 30, 40, 50, 60]
     assert logged[60] < logged[10] - 0.5
+
+
+def test_high_crop_waste_is_warned_about_naming_the_field(env, tmp_path):
+    """Half the clips are 4 times longer than the others: one static shape crops most of the long ones away."""
+    rows = ["fileid,path,num_samples"]
+    for i, seconds in enumerate([1, 4] * 4):
+        path = tmp_path / f"c{i}.wav"
+        sf.write(path, np.random.default_rng(i).standard_normal(seconds * 16_000).astype(np.float32) * 0.1, 16_000)
+        rows.append(f"c{i},{path},{seconds * 16_000}")
+    (tmp_path / "mixed.csv").write_text("\n".join(rows) + "\n")
+    result = run(
+        [sys.executable, "-m", "spidr_jax.train", f"--config={TINY}",
+         f"--config.data.manifest={tmp_path / 'mixed.csv'}", f"--config.run.workdir={tmp_path / 'run'}",
+         "--config.data.num_static_shapes=1", "--config.data.max_sample_size=64000",
+         "--config.optimizer.max_steps=1"],
+        env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    warning = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1
+    assert "of the audio is cropped away" in warning[0]
+    assert "data.num_static_shapes" in warning[0]

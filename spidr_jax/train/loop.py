@@ -35,6 +35,7 @@ from spidr_jax.train.units_report import UnitsMonitor
 from spidr_jax.train.workdir import abstract_batch, global_batch, prepare_workdir
 from spidr_jax.train.workdir_lock import WorkdirLock, WorkdirLockedError
 
+CROP_WARNING = 0.15  # above this fraction of the audio cropped to the bucket lengths, the start says so
 SAVE_CHECK_INTERVAL = 10  # steps between two checks for a failed asynchronous checkpoint save
 
 
@@ -109,6 +110,11 @@ class TrainingRun:
         report_scan_problems(self.data.scan, self.workdir, self.say, write=self.is_main)
         self.decode_failures = DecodeFailures(self.workdir, cfg.data.max_bad_fraction, self.say)
         self.say(self.data.buckets.describe())
+        if self.data.buckets.crop_fraction > CROP_WARNING:
+            self.say(
+                f"warning: {self.data.buckets.crop_fraction:.0%} of the audio is cropped away to the bucket lengths; "
+                "raise data.num_static_shapes to keep more of it"
+            )
         self.validation = {
             name: validation_batches(
                 val_cfg,
