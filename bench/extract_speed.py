@@ -1,6 +1,7 @@
 """Feature extraction throughput (audio seconds per second) against the reference, same model and files.
 
     python bench/extract_speed.py            # base SpidR, 24 files of 1-8 s, layer 6, CPU
+    python bench/extract_speed.py --files 40 --max-shapes 2 --runs 1 --json out.jsonl   # short, one JSON line
 
 The reference extracts one file at a time (its paper/extract_features.py); spidr_jax batches files into a few
 static padded shapes over all devices (`python -m spidr_jax.extract`). Random weights: speed does not depend on them.
@@ -9,6 +10,8 @@ static padded shapes over all devices (`python -m spidr_jax.extract`). Random we
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
 import subprocess
 import sys
@@ -57,40 +60,73 @@ def reference_throughput(checkpoint: Path, clips: list[np.ndarray], layer: int) 
     return sum(len(c) for c in clips) / 16_000 / elapsed
 
 
-def main() -> None:
-    """Convert a random reference model, extract with both, print the ratio."""
+def measure(files: int, layer: int, *, max_shapes: int = 8, runs: int = 2) -> dict[str, object]:
+    """Convert a random reference model, extract with both; throughputs of the last run of ours and the reference.
+
+    The extraction CLI's throughput covers its whole loop, compilation included. Both runs share a persistent
+    compilation cache in a temporary folder, so with two runs the second loads the programs the first compiled:
+    the steady state.
+    """
     import torch
     from spidr.config import SpidRConfig
     from spidr.models import SpidR
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--files", type=int, default=24)
-    parser.add_argument("--layer", type=int, default=6)
-    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        manifest, clips = make_corpus(root, args.files)
+        manifest, clips = make_corpus(root, files)
         torch.manual_seed(0)
         torch.save({"model": SpidR(SpidRConfig()).state_dict()}, root / "spidr.pt")
         convert = Path(__file__).resolve().parents[1] / "convert" / "torch_to_orbax.py"
         subprocess.run([sys.executable, str(convert), "--model", "spidr", str(root / "spidr.pt"), str(root / "jax")],
                        check=True, capture_output=True)  # fmt: skip
-        # Run twice: the first run compiles (and fills the persistent cache), the second is the steady state.
-        for attempt in ("cold", "warm"):
+        env = os.environ | {"JAX_COMPILATION_CACHE_DIR": str(root / "jax-cache")}
+        ours, wall = 0.0, 0.0
+        for attempt in ("cold", "warm")[:runs]:
             out = root / f"features-{attempt}"
+            start = time.perf_counter()
             result = subprocess.run(
                 [sys.executable, "-m", "spidr_jax.extract", "--checkpoint", str(root / "jax"), "--manifest",
-                 str(manifest), "--output", str(out), "--layer", str(args.layer), "--quiet"],
-                check=True, capture_output=True, text=True,
+                 str(manifest), "--output", str(out), "--layer", str(layer), "--quiet",
+                 "--max-shapes", str(max_shapes)],
+                check=True, capture_output=True, text=True, env=env,
             )  # fmt: skip
+            wall = time.perf_counter() - start
             summary = result.stderr.strip().splitlines()[-1]
             ours = float(summary.split("(")[1].split(" audio")[0])
-            print(f"spidr_jax ({attempt}): {summary}")
-        reference = reference_throughput(root / "spidr.pt", clips, args.layer)
+            print(f"spidr_jax ({attempt}): {summary} [process {wall:.1f} s]", flush=True)
+        reference = reference_throughput(root / "spidr.pt", clips, layer)
     import jax
 
+    return {
+        "device": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
+        "files": files,
+        "audio_s": sum(len(c) for c in clips) / 16_000,
+        "layer": layer,
+        "max_shapes": max_shapes,
+        "runs": runs,
+        "jax_audio_s_per_s": ours,
+        "jax_process_s": wall,
+        "reference_audio_s_per_s": reference,
+        "speedup": ours / reference,
+    }
+
+
+def main() -> None:
+    """Measure and print the ratio (and a JSON line with --json)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=24)
+    parser.add_argument("--layer", type=int, default=6)
+    parser.add_argument("--max-shapes", type=int, default=8, help="padded lengths for spidr_jax (compilations)")
+    parser.add_argument("--runs", type=int, choices=[1, 2], default=2, help="runs of ours; the last one counts")
+    parser.add_argument("--json", metavar="PATH", help="append the figures as one JSON line to PATH")
+    args = parser.parse_args()
+    result = measure(args.files, args.layer, max_shapes=args.max_shapes, runs=args.runs)
+    if args.json:
+        with Path(args.json).open("a", encoding="utf-8") as out:
+            out.write(json.dumps(result) + "\n")
+    ours, reference = result["jax_audio_s_per_s"], result["reference_audio_s_per_s"]
     print(
-        f"{platform.node()} {jax.devices()[0].device_kind} x{jax.device_count()} | base SpidR layer {args.layer}, "
+        f"{platform.node()} {result['device']} | base SpidR layer {args.layer}, "
         f"{args.files} files: spidr_jax {ours:.1f} audio s/s (warm), reference {reference:.1f} audio s/s, "
         f"speed-up x{ours / reference:.2f}"
     )

@@ -1,27 +1,61 @@
 """Time the compiled train step against the reference's step on the same batch shape, and print the ratio.
 
     python bench/step_speed.py                       # base SpidR, batch 2 x 2 s, float32 on CPU
-    python bench/step_speed.py --batch 8 --seconds 15 --dtype bfloat16   # on a GPU
+    python bench/step_speed.py --batch 15 --seconds 15 --dtype bfloat16   # on a GPU (reference: torch.compile)
     python bench/step_speed.py --jax-only --xla-conv-grad   # spidr_jax alone, XLA's own grouped-conv gradient
+    python bench/step_speed.py --side reference --torch-compile eager --json out.jsonl   # one side, JSON lines
 
 The reference step is its training loop body: forward (student, teacher, codebooks), backward, grad clipping,
-AdamW, LR scheduler and EMA update. Eager on CPU; on a GPU it is compiled with torch.compile and runs under bf16
-autocast (as the reference trains). Not a test: numbers go to BENCHMARKS.md with the machine they ran on.
+AdamW, LR scheduler and EMA update, under autocast in 16-bit dtypes (as the reference trains). By default
+(`--torch-compile auto`) it runs eager on CPU and under `torch.compile(dynamic=False)` on a GPU (one batch shape,
+so no dynamic shapes are needed). Each side prints its figures the moment they exist, and with `--json` appends
+them as one JSON line, so a run cut short still reports the side that finished. Not a test: numbers go to
+BENCHMARKS.md with the machine they ran on.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
+import resource
 import statistics
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 
+# configs/tiny.py's model (about 0.8 M parameters): for smoke runs and quick suites on a CPU.
+TINY_MODEL: dict[str, Any] = {
+    "extractor_conv_layer_config": [(64, 10, 5), (64, 8, 4), (64, 4, 4), (64, 4, 4)],
+    "encoder_embed_dim": 96,
+    "encoder_num_heads": 2,
+    "encoder_ff_interm_features": 192,
+    "encoder_num_layers": 4,
+    "encoder_pos_conv_kernel": 16,
+    "encoder_pos_conv_groups": 4,
+    "encoder_pos_conv_depth": 2,
+    "codebook_size": 64,
+    "num_codebooks": 3,
+}
 
-def reference_step_time(args: argparse.Namespace, batch: tuple[np.ndarray, np.ndarray]) -> float:
-    """Median seconds per reference training step."""
+
+def model_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """Config fields shared by both implementations: none for the base models, the tiny model's with --tiny."""
+    return dict(TINY_MODEL) if args.tiny else {}
+
+
+def peak_host_memory() -> int:
+    """Peak resident memory of this process in bytes (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reference_step(args: argparse.Namespace, batch: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """Per-step seconds of the reference training step, and how it ran."""
     import torch
     from spidr.config import DinoSRConfig, SpidRConfig
     from spidr.config import OptimizerConfig as TorchOptimizerConfig
@@ -30,14 +64,19 @@ def reference_step_time(args: argparse.Namespace, batch: tuple[np.ndarray, np.nd
     from torch.nn.utils import clip_grad_norm_
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    mode = args.torch_compile if args.torch_compile != "auto" else ("static" if device == "cuda" else "eager")
     torch.manual_seed(0)
-    model = (SpidR(SpidRConfig()) if args.model == "spidr" else DinoSR(DinoSRConfig())).to(device).train()
+    fields = model_fields(args)
+    model = SpidR(SpidRConfig(**fields)) if args.model == "spidr" else DinoSR(DinoSRConfig(**fields))
+    model = model.to(device).train()
     optimizer, scaler, scheduler = build_optimizer(model, TorchOptimizerConfig(dtype=args.dtype))
-    if device == "cuda":
-        model.compile(dynamic=True)
+    if mode != "eager":
+        model.compile(dynamic=mode == "dynamic")
     waveforms = torch.from_numpy(batch[0]).to(device)
     indices = torch.from_numpy(np.stack([np.flatnonzero(row) for row in batch[1]])).to(device)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
 
     def one_step(step: int) -> None:
         with torch.autocast(device, dtype, enabled=args.dtype != "float32"):
@@ -54,7 +93,17 @@ def reference_step_time(args: argparse.Namespace, batch: tuple[np.ndarray, np.nd
         if device == "cuda":
             torch.cuda.synchronize()
 
-    return timed(one_step, args.warmup, args.repeats)
+    warmup_s, times = timed(one_step, args.warmup, args.repeats)
+    memory = torch.cuda.max_memory_allocated() if device == "cuda" else peak_host_memory()
+    return {
+        "side": "reference",
+        "torch_compile": mode,
+        "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
+        "warmup_s": warmup_s,
+        "times_s": times,
+        "peak_memory_bytes": memory,
+        "memory_kind": "torch.cuda.max_memory_allocated" if device == "cuda" else "process peak RSS",
+    }
 
 
 def use_xla_conv_gradient() -> None:
@@ -65,15 +114,42 @@ def use_xla_conv_gradient() -> None:
     positional.grouped_conv1d = _convolve
 
 
-def jax_step_time(args: argparse.Namespace, batch: tuple[np.ndarray, np.ndarray]) -> float:
-    """Median seconds per compiled JAX training step (all local devices)."""
+def compiled_flops(compiled: Any) -> float | None:  # noqa: ANN401 - a jax Compiled object
+    """XLA's cost-analysis FLOP count of a compiled program (None where the backend gives none)."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 - some backends do not implement it
+        return None
+    if isinstance(cost, list | tuple):  # older jax: one dict per program
+        cost = cost[0] if cost else {}
+    flops = (cost or {}).get("flops")
+    return float(flops) if flops is not None and flops > 0 else None
+
+
+def device_peak_memory() -> tuple[int | None, str]:
+    """Peak memory of the first device where JAX reports it, else this process's peak RSS."""
+    stats = None
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:  # noqa: BLE001 - not implemented on every backend
+        stats = None
+    if stats and "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"]), "device.memory_stats peak_bytes_in_use"
+    return peak_host_memory(), "process peak RSS"
+
+
+def jax_step(args: argparse.Namespace, batch: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """Per-step seconds of the compiled JAX training step (all local devices), its compile time and FLOPs."""
     from spidr_jax.config import DinoSRConfig, OptimizerConfig, SpidRConfig
     from spidr_jax.sharding import data_mesh, replicated
     from spidr_jax.train.state import init_model, new_train_state
     from spidr_jax.train.step import StepDefinition, compile_train_step
     from spidr_jax.train.workdir import global_batch
 
-    cfg = SpidRConfig() if args.model == "spidr" else DinoSRConfig()
+    fields = model_fields(args)
+    if "extractor_conv_layer_config" in fields:  # the JAX config is frozen and hashable: tuples, not lists
+        fields["extractor_conv_layer_config"] = tuple(map(tuple, fields["extractor_conv_layer_config"]))
+    cfg = SpidRConfig(**fields) if args.model == "spidr" else DinoSRConfig(**fields)
     opt = OptimizerConfig(dtype=args.dtype)
     mesh = data_mesh()
     split, state = new_train_state(init_model(cfg, opt, seed=0), opt, seed=0)
@@ -81,34 +157,50 @@ def jax_step_time(args: argparse.Namespace, batch: tuple[np.ndarray, np.ndarray]
     state = jax.device_put(state, sharding)
     step_fn = compile_train_step(StepDefinition(split, cfg, opt, mesh), sharding)
     device_batch = global_batch({"waveforms": batch[0], "mask": batch[1]}, mesh)
+    start = time.perf_counter()
+    compiled = step_fn.lower(state, device_batch, extractor_frozen=False).compile()
+    compile_s = time.perf_counter() - start
+    print(f"  spidr_jax: compiled in {compile_s:.1f} s", flush=True)
     holder = {"state": state}
 
     def one_step(_: int) -> None:
-        holder["state"], metrics = step_fn(holder["state"], device_batch, extractor_frozen=False)
+        holder["state"], metrics = compiled(holder["state"], device_batch)
         jax.block_until_ready(metrics["loss"])
 
-    return timed(one_step, args.warmup, args.repeats)
+    warmup_s, times = timed(one_step, args.warmup, args.repeats)
+    memory, kind = device_peak_memory()
+    return {
+        "side": "jax",
+        "device": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
+        "compile_s": compile_s,
+        "warmup_s": warmup_s,
+        "times_s": times,
+        "flops": compiled_flops(compiled),
+        "peak_memory_bytes": memory,
+        "memory_kind": kind,
+    }
 
 
-def timed(fn, warmup: int, repeats: int) -> float:  # noqa: ANN001
-    """Median wall time of `fn(step)` after `warmup` untimed calls (compilation happens there)."""
+def timed(fn: Callable[[int], None], warmup: int, repeats: int) -> tuple[float, list[float]]:
+    """Seconds of `warmup` untimed calls of `fn(step)` (compilation happens there), then of each timed call."""
     start = time.perf_counter()
     for i in range(warmup):
         fn(i + 1)
-    print(f"  warm-up, compilation included: {time.perf_counter() - start:.1f} s for {warmup} steps", flush=True)
+    warmup_s = time.perf_counter() - start
+    print(f"  warm-up, compilation included: {warmup_s:.1f} s for {warmup} steps", flush=True)
     times = []
     for i in range(repeats):
         start = time.perf_counter()
         fn(warmup + i + 1)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return warmup_s, times
 
 
-def make_batch(batch: int, seconds: float, mask_prob: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
-    """Random waveforms and a mask with the same number of masked frames per row."""
+def make_batch(batch: int, seconds: float, mask_prob: float = 0.8, stride: int = 320) -> tuple[np.ndarray, np.ndarray]:
+    """Random waveforms and a mask with the same number of masked frames per row (frames of a 400/320 extractor)."""
     rng = np.random.default_rng(0)
     samples = int(seconds * 16_000)
-    frames = (samples - 400) // 320 + 1  # the default extractor
+    frames = (samples - 400) // stride + 1
     waveforms = rng.standard_normal((batch, samples)).astype(np.float32)
     masked = int(mask_prob * frames)
     mask = np.zeros((batch, frames), bool)
@@ -117,39 +209,97 @@ def make_batch(batch: int, seconds: float, mask_prob: float = 0.8) -> tuple[np.n
     return waveforms, mask
 
 
-def main() -> None:
-    """Run both and print one comparison line."""
+def batch_for(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """The benchmark batch; frames follow the model's extractor (the tiny one has a 400-sample receptive field too)."""
+    if not args.tiny:
+        return make_batch(args.batch, args.seconds)
+    from spidr_jax.models.extractor import conv_output_lengths
+
+    layers = tuple(map(tuple, TINY_MODEL["extractor_conv_layer_config"]))
+    waveforms, _ = make_batch(args.batch, args.seconds)
+    frames = int(conv_output_lengths(waveforms.shape[1], layers))
+    rng = np.random.default_rng(1)
+    mask = np.zeros((args.batch, frames), bool)
+    for row in mask:
+        row[rng.choice(frames, int(0.8 * frames), replace=False)] = True
+    return waveforms, mask
+
+
+def summarize(result: dict[str, Any], audio_s: float) -> dict[str, Any]:
+    """Add median, min and max step time and audio seconds per second to one side's result."""
+    times = result["times_s"]
+    median = statistics.median(times)
+    result.update(median_s=median, min_s=min(times), max_s=max(times), audio_s_per_s=audio_s / median)
+    return result
+
+
+def emit(path: str | None, record: dict[str, Any]) -> None:
+    """Append one JSON line to `path` (if given), flushed at once."""
+    if path:
+        with Path(path).open("a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (the original flags unchanged)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["spidr", "dinosr"], default="spidr")
+    parser.add_argument("--tiny", action="store_true", help="configs/tiny.py's model instead of base")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--jax-only", action="store_true", help="time spidr_jax alone")
+    parser.add_argument("--side", choices=["both", "jax", "reference"], default="both")
+    parser.add_argument("--jax-only", action="store_true", help="time spidr_jax alone (same as --side jax)")
     parser.add_argument("--xla-conv-grad", action="store_true", help="XLA's grouped-conv weight gradient")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--torch-compile",
+        choices=["auto", "static", "dynamic", "eager"],
+        default="auto",
+        help="reference: torch.compile(dynamic=False|True) or eager; auto = static on a GPU, eager on CPU",
+    )
+    parser.add_argument("--json", metavar="PATH", help="append one JSON line per side to PATH")
+    args = parser.parse_args(argv)
+    if args.jax_only:
+        args.side = "jax"
+    return args
+
+
+def main() -> None:
+    """Run the requested sides and print one comparison line."""
+    args = parse_args()
     if args.xla_conv_grad:
         use_xla_conv_gradient()
-    batch = make_batch(args.batch, args.seconds)
-    ours = jax_step_time(args, batch)
+    batch = batch_for(args)
     audio = args.batch * args.seconds
+    shape = {
+        "model": f"{args.model} {'tiny' if args.tiny else 'base'}",
+        "batch": args.batch,
+        "seconds": args.seconds,
+        "samples_per_device": args.batch * int(args.seconds * 16_000) // jax.local_device_count(),
+        "dtype": args.dtype,
+        "host": platform.node(),
+    }
     variant = " (XLA conv gradient)" if args.xla_conv_grad else ""
-    print(f"  spidr_jax{variant}: {ours * 1e3:.0f} ms/step", flush=True)
-    summary = (
-        f"{platform.node()} {jax.devices()[0].device_kind} x{jax.device_count()} | {args.model} base, batch "
-        f"{args.batch} x {args.seconds:g} s, {args.dtype}: spidr_jax{variant} {ours * 1e3:.0f} ms/step "
-        f"({audio / ours:.1f} audio s/s)"
-    )
-    if args.jax_only:
-        print(summary)
-        return
-    reference = reference_step_time(args, batch)
-    print(
-        f"{summary}, reference {reference * 1e3:.0f} ms/step ({audio / reference:.1f} audio s/s), "
-        f"speed-up x{reference / ours:.2f}"
-    )
+    summary = f"{platform.node()} {jax.devices()[0].device_kind} x{jax.device_count()} | {shape['model']}, batch "
+    summary += f"{args.batch} x {args.seconds:g} s, {args.dtype}:"
+    ours = None
+    if args.side in ("both", "jax"):
+        ours = summarize(jax_step(args, batch), audio) | shape | {"xla_conv_grad": args.xla_conv_grad}
+        emit(args.json, ours)
+        print(f"  spidr_jax{variant}: {ours['median_s'] * 1e3:.0f} ms/step", flush=True)
+        summary += f" spidr_jax{variant} {ours['median_s'] * 1e3:.0f} ms/step ({ours['audio_s_per_s']:.1f} audio s/s)"
+    if args.side in ("both", "reference"):
+        reference = summarize(reference_step(args, batch), audio) | shape
+        emit(args.json, reference)
+        mode = reference["torch_compile"]
+        summary += f"{',' if ours else ''} reference ({mode}) {reference['median_s'] * 1e3:.0f} ms/step "
+        summary += f"({reference['audio_s_per_s']:.1f} audio s/s)"
+        if ours:
+            summary += f", speed-up x{reference['median_s'] / ours['median_s']:.2f}"
+    print(summary, flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
