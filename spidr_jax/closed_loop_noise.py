@@ -12,8 +12,11 @@ import io
 import sys
 import threading
 
+_PIECES = ("RuntimeError", ": ")  # the pieces in which Python prints an exception's last line
+_HEADER = "Traceback (most recent call last):"
+_CLOSED_LOOP = "Event loop is closed"
 _MARKERS = (
-    "Traceback (most recent call last):",
+    _HEADER,
     "asyncio/base_events.py",
     "self._check_closed()",
     "raise RuntimeError('Event loop is closed')",
@@ -22,22 +25,47 @@ _MARKERS = (
 
 
 class _FilteredStderr(io.TextIOBase):
-    """stderr without the lines of those tracebacks (whole lines are judged, so pieces are buffered)."""
+    """stderr without those tracebacks; every other output, other tracebacks included, passes unchanged.
+
+    Ordinary writes pass through at once; tracebacks and their pieces are judged by whole lines. A traceback
+    is held from its header to its last line (the first unindented one) and dropped if it is about the closed
+    loop. Tracebacks of concurrent threads can interleave; lines left over from such a mix are dropped when
+    they carry the closed loop's markers.
+    """
 
     def __init__(self, target: io.TextIOBase) -> None:
         self.target = target
         self._pending = ""
+        self._block: list[str] = []
         self._lock = threading.Lock()
 
     def write(self, text: str) -> int:
         with self._lock:
+            if not (self._pending or self._block or text in _PIECES or any(m in text for m in _MARKERS)):
+                self.target.write(text)  # ordinary output (progress bars included) goes through unbuffered
+                return len(text)
             self._pending += text
             *lines, self._pending = self._pending.split("\n")
-            kept = [line for line in lines if line.strip() and not any(mark in line for mark in _MARKERS)]
+            kept = [line for line in map(self._judge, lines) if line is not None]
             if kept:
                 self.target.write("".join(line + "\n" for line in kept))
                 self.target.flush()
         return len(text)
+
+    def _judge(self, line: str) -> str | None:
+        """The text to print for a complete line (None: nothing yet, or dropped)."""
+        if line.startswith(_HEADER) or self._block:
+            self._block.append(line)
+            ends = bool(line.strip()) and not line.startswith((" ", "\t", _HEADER))
+            if not ends:
+                return None
+            block, self._block = self._block, []
+            if any(_CLOSED_LOOP in entry for entry in block):
+                return None
+            return "\n".join(block)
+        if not line.strip() or any(mark in line for mark in _MARKERS):
+            return None
+        return line
 
     def flush(self) -> None:
         self.target.flush()
@@ -50,6 +78,6 @@ class _FilteredStderr(io.TextIOBase):
 
 
 def quiet_closed_loop_tracebacks() -> None:
-    """From now on, drop those traceback lines from `sys.stderr` (idempotent; for a process about to stop)."""
+    """From now on, drop those tracebacks from `sys.stderr` (idempotent)."""
     if not isinstance(sys.stderr, _FilteredStderr):
         sys.stderr = _FilteredStderr(sys.stderr)

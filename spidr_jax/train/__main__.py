@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 from spidr_jax.cli_errors import exit_on_error
+from spidr_jax.closed_loop_noise import quiet_closed_loop_tracebacks
 from spidr_jax.config.cli import parse_config_or_exit, require_fields
 from spidr_jax.data.manifest import ManifestError
 from spidr_jax.formats import DamagedCheckpointError
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
         print(__doc__)
         return
     cfg = parse_config_or_exit(args, strict=True)
+    quiet_closed_loop_tracebacks()  # a failed checkpoint write is reported in one line, without Orbax's echoes
     stops = (
         ManifestError,
         NonFiniteLossError,
