@@ -25,6 +25,7 @@ import pytest
 
 from spidr_jax.evaluate.plots import read_scalars
 from spidr_jax.pretrained import read_pretrained
+from tests.run_outputs import leaves, logged_steps
 from tests.tone_corpus import write_tone_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,20 +162,6 @@ def run(args: list[str], cache: Path, logs: Path, *, processes: int, devices: in
 
 def logged_losses(workdir: Path) -> dict[int, float]:
     return dict(read_scalars(workdir)["train/loss"])
-
-
-def logged_steps(workdir: Path) -> list[int]:
-    """Steps with a logged loss so far (none while the event file is not written yet)."""
-    try:
-        return [step for step, _ in read_scalars(workdir).get("train/loss", [])]
-    except (OSError, ValueError):
-        return []
-
-
-def leaves(tree: object) -> list[np.ndarray]:
-    if isinstance(tree, dict):
-        return [leaf for key in sorted(tree, key=str) for leaf in leaves(tree[key])]
-    return [np.asarray(tree)]
 
 
 @pytest.mark.parametrize("layout", [(2, 1), (2, 2), (4, 1)], ids=["2x1_device", "2x2_devices", "4x1_device"])

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spidr_jax.evaluate.plots import read_scalars
 from spidr_jax.pretrained import read_pretrained
+from tests.run_outputs import leaves, logged_steps
 from tests.slurm_cluster import SlurmCluster
 from tests.tone_corpus import write_tone_corpus
 
@@ -104,20 +104,6 @@ def wait_ended(cluster: SlurmCluster, job_id: str, log: Path, timeout: float = J
     state = cluster.wait_for_state(job_id, ENDED, timeout)
     assert state in ENDED, f"job {job_id} still {state} after {timeout} s:\n{read_log(log)[-3000:]}"
     return state
-
-
-def logged_steps(workdir: Path) -> list[int]:
-    """Steps with a logged loss so far (none while the event file is not written yet)."""
-    try:
-        return [step for step, _ in read_scalars(workdir).get("train/loss", [])]
-    except (OSError, ValueError):
-        return []
-
-
-def leaves(tree: object) -> list[np.ndarray]:
-    if isinstance(tree, dict):
-        return [leaf for key in sorted(tree, key=str) for leaf in leaves(tree[key])]
-    return [np.asarray(tree)]
 
 
 def assert_same_state(got: Path, expected: Path, rtol: float) -> None:

@@ -23,6 +23,7 @@ from spidr_jax.config.cli import parse_config
 from spidr_jax.data.pipeline import BAD_AUDIO, TrainingData
 from spidr_jax.evaluate.plots import read_scalars
 from spidr_jax.pretrained import read_pretrained, read_workdir
+from tests.run_outputs import leaves, logged_steps
 from tests.tone_corpus import write_tone_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,25 +77,12 @@ def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
         return subprocess.Popen(args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def logged_steps(workdir: Path) -> list[int]:
-    try:
-        return [step for step, _ in read_scalars(workdir).get("train/loss", [])]
-    except (OSError, ValueError):
-        return []
-
-
 def wait_for_step(process: subprocess.Popen, workdir: Path, step: int, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while max(logged_steps(workdir), default=0) < step:
         assert process.poll() is None, f"the trainer exited with {process.returncode} before step {step}"
         assert time.monotonic() < deadline, f"no step {step} within {timeout} s"
         time.sleep(0.3)
-
-
-def leaves(tree: object) -> list[np.ndarray]:
-    if isinstance(tree, dict):
-        return [leaf for key in sorted(tree, key=str) for leaf in leaves(tree[key])]
-    return [np.asarray(tree)]
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:

@@ -18,6 +18,7 @@ import soundfile as sf
 
 from spidr_jax.evaluate.plots import read_scalars
 from spidr_jax.pretrained import load_pretrained, read_pretrained
+from tests.run_outputs import leaves, logged_steps
 from tests.tone_corpus import write_tone_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +72,7 @@ def test_interrupted_runs_continue_exactly(corpus, env, tmp_path):
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
     _, tree_a = read_pretrained(tmp_path / "a")
     _, tree_b = read_pretrained(tmp_path / "b")
-    for a, b in zip(_leaves(tree_a), _leaves(tree_b), strict=True):
+    for a, b in zip(leaves(tree_a), leaves(tree_b), strict=True):
         np.testing.assert_array_equal(a, b)
     # A SIGTERM mid-run saves a checkpoint at the current step; the restart again continues exactly.
     workdir = tmp_path / "c"
@@ -80,34 +81,19 @@ def test_interrupted_runs_continue_exactly(corpus, env, tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and max(_logged_steps(workdir), default=0) < 4:
+    while time.monotonic() < deadline and max(logged_steps(workdir), default=0) < 4:
         time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     assert "saved a checkpoint" in stdout
-    stopped = max(_logged_steps(workdir))
+    stopped = max(logged_steps(workdir))
     assert stopped >= 4
     assert (workdir / "checkpoints" / str(stopped)).is_dir()
     if stopped < 12:
         resumed = run(train_args(corpus, workdir, "--config.optimizer.max_steps=12"), env)
         assert resumed.returncode == 0, resumed.stderr[-2000:]
         assert losses(workdir) == losses(tmp_path / "a")
-
-
-def _logged_steps(workdir: Path) -> list[int]:
-    try:
-        return [step for step, _ in read_scalars(workdir).get("train/loss", [])]
-    except (OSError, ValueError):
-        return []
-
-
-def _leaves(tree):
-    if isinstance(tree, dict):
-        for key in sorted(tree, key=str):
-            yield from _leaves(tree[key])
-    else:
-        yield np.asarray(tree)
 
 
 def test_metrics_validation_and_bad_audio(corpus, env, tmp_path):
