@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -269,18 +270,33 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.fixture
-def small_disk(tmp_path) -> Path:
-    """A 9 MB filesystem: room for the config, logs and one checkpoint of the tiny model (about 6 MB), not two."""
-    mount = tmp_path / "disk"
+def mounted_tmpfs(mount: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at `mount` for the duration (skips where mounting is not allowed)."""
     mount.mkdir()
-    made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=9m", "tmpfs", str(mount)], capture_output=True, check=False
-    )
+    command = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)]
+    made = subprocess.run(command, capture_output=True, check=False)
     if made.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Path]:
+    """A 9 MB filesystem: room for the config, logs and one checkpoint of the tiny model (about 6 MB), not two."""
+    yield from mounted_tmpfs(tmp_path / "disk", "size=9m")
+
+
+@pytest.fixture
+def read_only_disk(tmp_path) -> Iterator[Path]:
+    yield from mounted_tmpfs(tmp_path / "read_only", "size=1m,ro")
+
+
+def test_a_read_only_workdir_fails_in_one_line(corpus, env, read_only_disk):
+    result = run(train_args(corpus, read_only_disk / "run", "--config.optimizer.max_steps=2"), env)
+    assert result.returncode == 1
+    assert error_lines(result) == [f"error: [Errno 30] Read-only file system: '{read_only_disk / 'run'}'"]
+    assert "Traceback" not in result.stderr
 
 
 def test_a_full_disk_stops_the_run_in_one_line(corpus, env, small_disk):
