@@ -350,23 +350,37 @@ class TrainingData:
         # Each worker builds whole batches, ``data.prefetch_factor`` ahead (as the reference's DataLoader).
         options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
         workers = grain.MultiprocessingOptions(num_workers=self.num_workers, per_worker_buffer_size=self.prefetch)
-        prefetched = dataset.to_iter_dataset(options).mp_prefetch(workers, worker_init_fn=exit_with_parent)
+        prefetched = dataset.to_iter_dataset(options).mp_prefetch(workers, worker_init_fn=ExitWithTrainer())
         return BatchIterator(iter(prefetched))
 
 
-def exit_with_parent(_worker_index: int, _worker_count: int) -> None:
-    """In a worker: exit as soon as the trainer is gone, however it died (kill -9 included).
+class ExitWithTrainer:
+    """Grain worker init (picklable): the worker exits as soon as the trainer is gone, however it died.
 
-    An orphaned worker is re-parented (to init or a subreaper), so a change of parent pid means the trainer died.
+    The trainer's pid is taken in the trainer itself, so a worker started around its death knows whom to watch.
     """
-    parent = os.getppid()
 
-    def watch() -> None:
-        while os.getppid() == parent:
+    def __init__(self) -> None:
+        self.trainer = os.getpid()
+
+    def __call__(self, _worker_index: int, _worker_count: int) -> None:
+        """Start the watch (in the worker, as it starts)."""
+        threading.Thread(target=self._watch, name="exit-with-trainer", daemon=True).start()
+
+    def _watch(self) -> None:
+        while _alive(self.trainer):
             time.sleep(1.0)
         os._exit(1)
 
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists (another user's process may not be signalled)
+    return True
 
 
 def validation_batches(
