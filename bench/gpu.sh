@@ -51,7 +51,7 @@ if [[ $smoke == 1 ]]; then
   pytest_mode=(--collect-only)  # the suite is not run here; the GPU run executes these tests
   jax_cuda=cpu
 else
-  read -r -a step_args <<<"${STEP_ARGS:---batch 15 --seconds 15 --dtype bfloat16 --warmup 2 --repeats 5}"
+  read -r -a step_args <<<"${STEP_ARGS:---batch 15 --seconds 15 --dtype bfloat16 --warmup 3 --repeats 5}"
   extract_args=(--files 40 --max-shapes 2 --runs 2)
   pytest_mode=()
   jax_cuda=cuda
@@ -63,7 +63,8 @@ part() { # part NAME COMMAND...: run under the part's limit, stream and keep its
   echo "== $name (limit ${limit[$name]} s)"
   start=$(date +%s%N)
   # timeout signals the command's whole process group (compiler workers included) when the limit is reached.
-  timeout --kill-after=5 "${limit[$name]}" "$@" >"$out/$name.log" 2>&1 &
+  : >"$out/$name.log"  # exists before tail opens it
+  timeout --kill-after=5 "${limit[$name]}" "$@" >>"$out/$name.log" 2>&1 &
   pid=$!
   tail -n +1 -f --pid="$pid" "$out/$name.log" || true
   wait "$pid" || rc=$?

@@ -93,7 +93,13 @@ def reference_step(args: argparse.Namespace, batch: tuple[np.ndarray, np.ndarray
         if device == "cuda":
             torch.cuda.synchronize()
 
-    warmup_s, times = timed(one_step, args.warmup, args.repeats)
+    def graphs() -> int:  # dynamo's count of compiled graphs: one that grows while timing means recompilations
+        from torch._dynamo.utils import counters
+
+        return int(counters["stats"]["unique_graphs"])
+
+    marks: list[int] = []
+    warmup_s, times = timed(one_step, args.warmup, args.repeats, after_warmup=lambda: marks.append(graphs()))
     memory = torch.cuda.max_memory_allocated() if device == "cuda" else peak_host_memory()
     return {
         "side": "reference",
@@ -101,6 +107,8 @@ def reference_step(args: argparse.Namespace, batch: tuple[np.ndarray, np.ndarray
         "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
         "warmup_s": warmup_s,
         "times_s": times,
+        "graphs_after_warmup": marks[0],
+        "graphs_compiled_while_timing": graphs() - marks[0],
         "peak_memory_bytes": memory,
         "memory_kind": "torch.cuda.max_memory_allocated" if device == "cuda" else "process peak RSS",
     }
@@ -181,13 +189,17 @@ def jax_step(args: argparse.Namespace, batch: tuple[np.ndarray, np.ndarray]) -> 
     }
 
 
-def timed(fn: Callable[[int], None], warmup: int, repeats: int) -> tuple[float, list[float]]:
+def timed(
+    fn: Callable[[int], None], warmup: int, repeats: int, after_warmup: Callable[[], None] | None = None
+) -> tuple[float, list[float]]:
     """Seconds of `warmup` untimed calls of `fn(step)` (compilation happens there), then of each timed call."""
     start = time.perf_counter()
     for i in range(warmup):
         fn(i + 1)
     warmup_s = time.perf_counter() - start
     print(f"  warm-up, compilation included: {warmup_s:.1f} s for {warmup} steps", flush=True)
+    if after_warmup is not None:
+        after_warmup()
     times = []
     for i in range(repeats):
         start = time.perf_counter()

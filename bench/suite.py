@@ -172,8 +172,7 @@ def write_corpus(directory: Path, files: int, seed: int = 0) -> Path:
 
 def pipeline_figures(args: argparse.Namespace, step_audio_per_s: float | None) -> dict[str, Any]:
     """Audio seconds per second that TrainingData delivers (decoded, normalized, cropped, masked), by worker count."""
-    from spidr_jax.config import DataConfig, DinoSRConfig, MaskingConfig, SpidRConfig
-    from spidr_jax.data.pipeline import TrainingData
+    from spidr_jax.config import DinoSRConfig, SpidRConfig
 
     fields = step_speed.model_fields(args)
     if "extractor_conv_layer_config" in fields:
@@ -183,33 +182,46 @@ def pipeline_figures(args: argparse.Namespace, step_audio_per_s: float | None) -
     with tempfile.TemporaryDirectory() as tmp:
         manifest = write_corpus(Path(tmp), args.corpus_files)
         for workers in args.workers:
-            data = TrainingData(
-                DataConfig(manifest=str(manifest), num_workers=workers),
-                MaskingConfig(),
-                model_cfg,
-                seed=0,
-                num_data_shards=1,
-                process_index=0,
-                process_count=1,
-                progress=False,
-            )
-            start = time.perf_counter()
-            samples = 0
-            with data.iterator(0, args.pipeline_batches + 1) as batches:
-                _, first = next(batches)
-                first_s = time.perf_counter() - start
-                start = time.perf_counter()
-                for _, batch in batches:
-                    samples += batch["waveforms"].size
-            elapsed = time.perf_counter() - start
-            rate = samples / SAMPLE_RATE / elapsed
-            entry = {"num_workers": workers, "first_batch_s": first_s, "batches": args.pipeline_batches}
-            entry |= {"audio_s_per_s": rate, "batch_shape": list(first["waveforms"].shape)}
-            if step_audio_per_s:
-                entry["vs_step"] = rate / step_audio_per_s
+            try:
+                entry = pipeline_rate(args, manifest, model_cfg, workers)
+            except Exception as error:  # noqa: BLE001 - keep the other worker counts' figures
+                entry = {"num_workers": workers, "error": f"{type(error).__name__}: {error}"}
+                print(f"  pipeline, {workers} workers: failed: {entry['error']}", flush=True)
+            if step_audio_per_s and "audio_s_per_s" in entry:
+                entry["vs_step"] = entry["audio_s_per_s"] / step_audio_per_s
             out["by_workers"].append(entry)
-            print(f"  pipeline, {workers} workers: {rate:.0f} audio s/s", flush=True)
     return out
+
+
+def pipeline_rate(args: argparse.Namespace, manifest: Path, model_cfg: object, workers: int) -> dict[str, Any]:
+    """Seconds to the first batch and audio s/s over the next `args.pipeline_batches` batches, `workers` workers."""
+    from spidr_jax.config import DataConfig, MaskingConfig
+    from spidr_jax.data.pipeline import TrainingData
+
+    data = TrainingData(
+        DataConfig(manifest=str(manifest), num_workers=workers),
+        MaskingConfig(),
+        model_cfg,
+        seed=0,
+        num_data_shards=1,
+        process_index=0,
+        process_count=1,
+        progress=False,
+    )
+    start = time.perf_counter()
+    samples = 0
+    with data.iterator(0, args.pipeline_batches + 1) as batches:
+        _, first = next(batches)
+        first_s = time.perf_counter() - start
+        start = time.perf_counter()
+        for _, batch in batches:
+            samples += batch["waveforms"].size
+    elapsed = time.perf_counter() - start
+    rate = samples / SAMPLE_RATE / elapsed
+    entry = {"num_workers": workers, "first_batch_s": first_s, "batches": args.pipeline_batches}
+    entry |= {"audio_s_per_s": rate, "batch_shape": list(first["waveforms"].shape)}
+    print(f"  pipeline, {workers} workers: {rate:.0f} audio s/s", flush=True)
+    return entry
 
 
 def extraction_figures(args: argparse.Namespace) -> dict[str, Any]:
@@ -219,33 +231,39 @@ def extraction_figures(args: argparse.Namespace) -> dict[str, Any]:
     return extract_speed.measure(args.extract_files, 6, max_shapes=args.extract_shapes, runs=2)
 
 
+def step_rows(step: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The table rows of the training step part."""
+    rows: list[tuple[str, str, str, str]] = []
+    ours = step["jax"]
+    shape = f"{ours['model']} {ours['batch']} x {ours['seconds']:g} s {ours['dtype']}"
+    spread = f"{ours['median_s'] * 1e3:.1f} ms ({ours['min_s'] * 1e3:.1f}-{ours['max_s'] * 1e3:.1f})"
+    ref = step.get("reference")
+    ref_text = "skipped"
+    if ref:
+        ref_text = f"{ref['median_s'] * 1e3:.1f} ms ({ref['min_s'] * 1e3:.1f}-{ref['max_s'] * 1e3:.1f})"
+        ref_text += f", {ref['torch_compile']}"
+    ratio = f"x{step['speedup']:.2f}" if "speedup" in step else ""
+    rows.append((f"train step, {shape}, median (min-max)", spread, ref_text, ratio))
+    ref_rate = f"{ref['audio_s_per_s']:.1f}" if ref else ""
+    rows.append(("step audio s/s", f"{ours['audio_s_per_s']:.1f}", ref_rate, ""))
+    if "mfu_measured_peak" in step:
+        note = f"{step['flops_per_s'] / 1e9:.1f} GFLOP/s of {step['peak_flops_measured'] / 1e9:.1f} measured"
+        rows.append(("MFU vs measured matmul peak", f"{step['mfu_measured_peak']:.1%}", "", note))
+    if "mfu_datasheet" in step:
+        note = f"data-sheet peak {step['peak_flops_datasheet'] / 1e12:.0f} TFLOP/s"
+        rows.append(("MFU vs data-sheet peak", f"{step['mfu_datasheet']:.1%}", "", note))
+    memory = f"{ours['peak_memory_bytes'] / 2**30:.2f} GiB"
+    ref_memory = f"{ref['peak_memory_bytes'] / 2**30:.2f} GiB" if ref else ""
+    rows.append(("peak memory", memory, ref_memory, f"{ours['memory_kind']} / {ref['memory_kind'] if ref else ''}"))
+    rows.append(("step compile, benchmark shape", f"{ours['compile_s']:.1f} s", "", ""))
+    return rows
+
+
 def table(results: dict[str, Any]) -> str:
     """One Markdown table of every figure obtained."""
     rows: list[tuple[str, str, str, str]] = [("figure", "spidr-jax", "reference", "ratio / note")]
-    step = results.get("step")
-    if step:
-        ours = step["jax"]
-        shape = f"{ours['model']} {ours['batch']} x {ours['seconds']:g} s {ours['dtype']}"
-        spread = f"{ours['median_s'] * 1e3:.1f} ms ({ours['min_s'] * 1e3:.1f}-{ours['max_s'] * 1e3:.1f})"
-        ref = step.get("reference")
-        ref_text = "skipped"
-        if ref:
-            ref_text = f"{ref['median_s'] * 1e3:.1f} ms ({ref['min_s'] * 1e3:.1f}-{ref['max_s'] * 1e3:.1f})"
-            ref_text += f", {ref['torch_compile']}"
-        ratio = f"x{step['speedup']:.2f}" if "speedup" in step else ""
-        rows.append((f"train step, {shape}, median (min-max)", spread, ref_text, ratio))
-        ref_rate = f"{ref['audio_s_per_s']:.1f}" if ref else ""
-        rows.append(("step audio s/s", f"{ours['audio_s_per_s']:.1f}", ref_rate, ""))
-        if "mfu_measured_peak" in step:
-            note = f"{step['flops_per_s'] / 1e9:.1f} GFLOP/s of {step['peak_flops_measured'] / 1e9:.1f} measured"
-            rows.append(("MFU vs measured matmul peak", f"{step['mfu_measured_peak']:.1%}", "", note))
-        if "mfu_datasheet" in step:
-            note = f"data-sheet peak {step['peak_flops_datasheet'] / 1e12:.0f} TFLOP/s"
-            rows.append(("MFU vs data-sheet peak", f"{step['mfu_datasheet']:.1%}", "", note))
-        memory = f"{ours['peak_memory_bytes'] / 2**30:.2f} GiB"
-        ref_memory = f"{ref['peak_memory_bytes'] / 2**30:.2f} GiB" if ref else ""
-        rows.append(("peak memory", memory, ref_memory, f"{ours['memory_kind']} / {ref['memory_kind'] if ref else ''}"))
-        rows.append(("step compile, benchmark shape", f"{ours['compile_s']:.1f} s", "", ""))
+    if results.get("step"):
+        rows += step_rows(results["step"])
     for timing in results.get("compile", {}).get("per_shape", []):
         label = f"step compile, {timing['batch']} x {timing['samples'] / SAMPLE_RATE:g} s"
         rows.append((label, f"{timing['compile_s']:.1f} s", "", "compile only"))
@@ -256,8 +274,11 @@ def table(results: dict[str, Any]) -> str:
         rows.append(("audio cropped to bucket lengths", f"{buckets['crop_fraction']:.2%}", "", "padding 0%"))
         rows.append(("audio beyond max_sample_size", f"{buckets['cap_fraction']:.2%}", "", "cropped by both"))
     for entry in results.get("pipeline", {}).get("by_workers", []):
-        note = f"x{entry['vs_step']:.1f} the step's consumption" if "vs_step" in entry else ""
         label = f"input pipeline, {entry['num_workers']} workers, audio s/s"
+        if "error" in entry:
+            rows.append((label, "failed", "", entry["error"][:100].replace("|", "/")))
+            continue
+        note = f"x{entry['vs_step']:.1f} the step's consumption" if "vs_step" in entry else ""
         rows.append((label, f"{entry['audio_s_per_s']:.0f}", "", note))
     extract = results.get("extraction")
     if extract:
