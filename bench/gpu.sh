@@ -46,7 +46,7 @@ fi
 
 if [[ $smoke == 1 ]]; then
   export JAX_PLATFORMS=cpu CUDA_VISIBLE_DEVICES=""
-  read -r -a step_args <<<"${STEP_ARGS:---tiny --batch 2 --seconds 2 --dtype bfloat16 --warmup 1 --repeats 3}"
+  read -r -a step_args <<<"${STEP_ARGS:---tiny --batch 2 --seconds 2 --dtype bfloat16 --warmup 3 --repeats 3}"
   extract_args=(--files 3 --max-shapes 1 --runs 2)
   pytest_mode=(--collect-only)  # the suite is not run here; the GPU run executes these tests
   jax_cuda=cpu
