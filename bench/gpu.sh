@@ -79,6 +79,11 @@ setup() { # install only what the image lacks, then record the machine and the v
   if "$py" -c "import grain, ml_collections, tensorboardX, soundfile, spidr" 2>/dev/null; then
     echo "grain, ml_collections, tensorboardX, soundfile and spidr already importable"
   else
+    if [[ ! -d $wheels ]]; then
+      echo "no $wheels: run bash bench/fetch_wheels.sh where a package index is reachable, and bring the folder" >&2
+      return 1
+    fi
+    export PIP_BREAK_SYSTEM_PACKAGES=1  # an image's system Python may be marked externally managed
     "$py" -m pip install --quiet --no-index --find-links "$wheels" grain ml-collections tensorboardX soundfile
     "$py" -m pip install --quiet --no-index --no-deps --find-links "$wheels" spidr
   fi
