@@ -32,7 +32,7 @@ from spidr_jax.train.signals import StopSignals
 from spidr_jax.train.step import StepDefinition, compile_train_step
 from spidr_jax.train.tensorboard import MetricAverages, MetricsWriter
 from spidr_jax.train.units_report import UnitsMonitor
-from spidr_jax.train.workdir import abstract_batch, global_batch, prepare_workdir
+from spidr_jax.train.workdir import abstract_batch, global_batch, local_workdir, prepare_workdir
 from spidr_jax.train.workdir_lock import WorkdirLock, WorkdirLockedError
 
 CROP_WARNING = 0.15  # above this fraction of the audio cropped to the bucket lengths, the start says so
@@ -67,7 +67,7 @@ def train(cfg: Config, *, progress: bool = True) -> RunResult:
 def hold_workdir(workdir: str) -> Iterator[None]:
     """Process 0 holds the workdir's lock for the run; every process fails alike when another run holds it."""
     initialize_distributed()
-    lock = WorkdirLock(Path(workdir).expanduser().resolve()) if jax.process_index() == 0 else None
+    lock = WorkdirLock(local_workdir(workdir)) if jax.process_index() == 0 else None
     refusal = ""
     if lock is not None:
         try:

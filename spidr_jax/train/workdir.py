@@ -16,15 +16,20 @@ from spidr_jax.data.pipeline import BAD_AUDIO
 CONFIG_FILE = "config.json"
 
 
+def local_workdir(workdir: str) -> Path:
+    """`run.workdir` as an absolute path; URLs are refused (every process writes its part of each checkpoint)."""
+    if "://" in workdir:
+        raise ConfigError(f"run.workdir must be a local or mounted path, not a URL: {workdir}")
+    return Path(workdir).expanduser().resolve()
+
+
 def prepare_workdir(cfg: Config, *, write: bool) -> Path:
     """Create the workdir and write the run config (the reference's JSON layout) into it.
 
     On a restart the model section must be the one the run was created with: other sections (max_steps, log
     intervals, manifests) may change.
     """
-    if "://" in cfg.run.workdir:
-        raise ConfigError(f"run.workdir must be a local or mounted path, not a URL: {cfg.run.workdir}")
-    workdir = Path(cfg.run.workdir).expanduser().resolve()
+    workdir = local_workdir(cfg.run.workdir)
     path = workdir / CONFIG_FILE
     if path.exists():
         previous = config_from_json(path)
