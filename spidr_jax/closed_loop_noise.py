@@ -2,13 +2,14 @@
 
 When one of its many concurrent array reads or writes fails, Orbax closes its event loop while TensorStore
 still completes the others; each completion then prints a traceback ending in "RuntimeError: Event loop is
-closed", from native threads, possibly after the failure has been reported. The failure itself is reported in
-one line; these echoes only bury it.
+closed", from native threads, possibly after the failure has been reported; asyncio also logs the exceptions
+of the abandoned writes. The failure itself is reported in one line; these echoes only bury it.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import sys
 import threading
 
@@ -78,6 +79,11 @@ class _FilteredStderr(io.TextIOBase):
 
 
 def quiet_closed_loop_tracebacks() -> None:
-    """From now on, drop those tracebacks from `sys.stderr` (idempotent)."""
+    """From now on, drop those tracebacks from `sys.stderr` (idempotent).
+
+    The same failed writes also leave asyncio tasks whose exception nobody retrieves (Orbax gathers them, then
+    gives up): asyncio's logger reports each at garbage collection. This package runs no asyncio code of its own.
+    """
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     if not isinstance(sys.stderr, _FilteredStderr):
         sys.stderr = _FilteredStderr(sys.stderr)
