@@ -20,16 +20,7 @@ from spidr_jax.evaluate.plots import read_scalars
 from spidr_jax.pretrained import load_pretrained, read_pretrained
 from tests.run_outputs import leaves, logged_steps
 from tests.tone_corpus import write_tone_corpus
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = str(ROOT / "configs" / "tiny.py")
-COMMON = [
-    "--config.data.num_static_shapes=1",
-    "--config.data.min_sample_size=8000",
-    "--config.data.max_sample_size=16000",
-    "--config.data.max_batch_length=64000",
-    "--config.run.log_interval=1",
-]
+from tests.train_cli import ROOT, TINY, run, train_args
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +37,6 @@ def corpus(tmp_path_factory):
 def env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("jax_cache")
     return os.environ | {"SPIDR_JAX_COMPILATION_CACHE": str(cache), "JAX_PLATFORMS": "cpu"}
-
-
-def train_args(corpus: Path, workdir: Path, *extra: str, manifest: str = "train.csv") -> list[str]:
-    return [sys.executable, "-m", "spidr_jax.train", f"--config={TINY}", f"--config.data.manifest={corpus / manifest}",
-            f"--config.run.workdir={workdir}", *COMMON, *extra]  # fmt: skip
-
-
-def run(args: list[str], env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, check=False, timeout=900)
 
 
 def losses(workdir: Path) -> dict[int, float]:
