@@ -76,15 +76,25 @@ def write_model_dir(output_dir: Path, model_type: str, model_fields: dict, tree:
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     try:
-        checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(tmp / STATE_DIR, tree)
-        checkpointer.wait_until_finished()
+        # Closing the checkpointer waits for its writer threads, so none writes into `tmp` after it is removed.
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(tmp / STATE_DIR, tree)
+            checkpointer.wait_until_finished()
         config = {"format": FORMAT, "run": {"model_type": model_type}, "model": model_fields}
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         tmp.rename(output_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
         raise
+
+
+def remove_tree(path: Path, attempts: int = 5) -> None:
+    """Remove a directory tree, retrying while a late writer (TensorStore's threads) still adds files to it."""
+    for _ in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+        time.sleep(0.2)
 
 
 def read_model_dir_state(path: Path) -> dict:

@@ -271,7 +271,8 @@ def test_disk_full_leaves_nothing(tmp_path):
     result = subprocess.run(with_file_size_limit(20_000, command), capture_output=True, text=True, check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"error: cannot write {tmp_path / 'out' / 'model'}: File too large"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["release"]  # no output, no temporary directory
+    left = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*"))
+    assert [name for name in left if name.split("/")[0] != "release"] == []  # no output, no temporary directory
 
 
 def test_read_only_output_directory(tmp_path, capsys):
