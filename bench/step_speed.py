@@ -149,6 +149,7 @@ def device_peak_memory() -> tuple[int | None, str]:
 def jax_step(args: argparse.Namespace, batch: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
     """Per-step seconds of the compiled JAX training step (all local devices), its compile time and FLOPs."""
     from spidr_jax.config import DinoSRConfig, OptimizerConfig, SpidRConfig
+    from spidr_jax.models.layer_stack import LayerExecution
     from spidr_jax.sharding import data_mesh, replicated
     from spidr_jax.train.state import init_model, new_train_state
     from spidr_jax.train.step import StepDefinition, compile_train_step
@@ -160,7 +161,9 @@ def jax_step(args: argparse.Namespace, batch: tuple[np.ndarray, np.ndarray]) -> 
     cfg = SpidRConfig(**fields) if args.model == "spidr" else DinoSRConfig(**fields)
     opt = OptimizerConfig(dtype=args.dtype)
     mesh = data_mesh()
-    split, state = new_train_state(init_model(cfg, opt, seed=0), opt, seed=0)
+    network = init_model(cfg, opt, seed=0)
+    network.set_layer_execution(LayerExecution.from_config(args.layer_loop, args.remat, jax.default_backend()))
+    split, state = new_train_state(network, opt, seed=0)
     sharding = replicated(mesh, state)
     state = jax.device_put(state, sharding)
     step_fn = compile_train_step(StepDefinition(split, cfg, opt, mesh), sharding)
@@ -265,6 +268,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--side", choices=["both", "jax", "reference"], default="both")
     parser.add_argument("--jax-only", action="store_true", help="time spidr_jax alone (same as --side jax)")
     parser.add_argument("--xla-conv-grad", action="store_true", help="XLA's grouped-conv weight gradient")
+    parser.add_argument("--layer-loop", choices=["auto", "scan", "unroll"], default="auto", help="as run.layer_loop")
+    parser.add_argument("--remat", choices=["none", "layer", "dots"], default="none", help="as run.remat")
     parser.add_argument(
         "--torch-compile",
         choices=["auto", "static", "dynamic", "eager"],
@@ -298,7 +303,8 @@ def main() -> None:
     summary += f"{args.batch} x {args.seconds:g} s, {args.dtype}:"
     ours = None
     if args.side in ("both", "jax"):
-        ours = summarize(jax_step(args, batch), audio) | shape | {"xla_conv_grad": args.xla_conv_grad}
+        variant_fields = {"xla_conv_grad": args.xla_conv_grad, "layer_loop": args.layer_loop, "remat": args.remat}
+        ours = summarize(jax_step(args, batch), audio) | shape | variant_fields
         emit(args.json, ours)
         print(f"  spidr_jax{variant}: {ours['median_s'] * 1e3:.0f} ms/step", flush=True)
         summary += f" spidr_jax{variant} {ours['median_s'] * 1e3:.0f} ms/step ({ours['audio_s_per_s']:.1f} audio s/s)"

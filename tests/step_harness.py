@@ -9,16 +9,31 @@ import numpy as np
 from spidr_jax.config.model import DinoSRConfig
 from spidr_jax.config.run import OptimizerConfig
 from spidr_jax.interop.torch_layout import state_dict_to_tree, tree_to_state_dict
+from spidr_jax.models.layer_stack import LayerExecution
 from spidr_jax.pretrained import model_from_tree
 from spidr_jax.sharding import data_mesh, replicated
 from spidr_jax.train.state import COMPUTE_DTYPES, TrainState, new_train_state
 from spidr_jax.train.step import StepDefinition, compile_train_step
 
 
-def jax_train(torch_state: dict, cfg: DinoSRConfig, opt: OptimizerConfig, batches, *, devices=None, seed=0):
-    """Per-step metrics and reference-layout state_dicts of the JAX step run over (waveforms, dense mask) batches."""
+def jax_train(
+    torch_state: dict,
+    cfg: DinoSRConfig,
+    opt: OptimizerConfig,
+    batches,
+    *,
+    devices=None,
+    seed=0,
+    execution: LayerExecution | None = None,
+):
+    """Per-step metrics and reference-layout state_dicts of the JAX step run over (waveforms, dense mask) batches.
+
+    `execution`: how the transformer layers run (default: the platform's).
+    """
     tree = state_dict_to_tree(torch_state, cfg)
     model = model_from_tree(cfg, tree, dtype=COMPUTE_DTYPES[opt.dtype])
+    if execution is not None:
+        model.set_layer_execution(execution)
     mesh = data_mesh(devices or jax.devices()[:1])
     split, state = new_train_state(model, opt, seed)
     sharding = replicated(mesh, state)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from spidr_jax.config import DinoSRConfig, OptimizerConfig, SpidRConfig
+from spidr_jax.models.layer_stack import LayerExecution
 from tests.reference import SMALL, reference_model
 from tests.step_harness import jax_train
 from tests.train_reference import dense_mask, random_batches, reference_train
@@ -31,7 +32,7 @@ OPTIMIZER = OptimizerConfig(
 FRAMES, SAMPLES = 49, 1000  # SMALL's extractor has a total stride of 20
 
 
-def run_both(model_type: str, opt: OptimizerConfig, num_steps: int = 6):
+def run_both(model_type: str, opt: OptimizerConfig, num_steps: int = 6, execution: LayerExecution | None = None):
     fields = CASES[model_type]
     cfg = (SpidRConfig if model_type == "spidr" else DinoSRConfig)(**fields)
     reference, _ = reference_model(model_type, seed=0, **fields)
@@ -39,13 +40,22 @@ def run_both(model_type: str, opt: OptimizerConfig, num_steps: int = 6):
     batches = random_batches(num_steps, 4, SAMPLES, FRAMES, 30, seed=1)
     ref_records, ref_states = reference_train(reference, opt, batches, cfg.freeze_step)
     dense = [(w, dense_mask(idx, FRAMES)) for w, idx in batches]
-    records, states, _ = jax_train(initial, cfg, opt, dense)
+    records, states, _ = jax_train(initial, cfg, opt, dense, execution=execution)
     return initial, ref_records, ref_states, records, states
 
 
-@pytest.mark.parametrize("model_type", ["spidr", "dinosr"])
-def test_consecutive_steps_match_reference(model_type):
-    initial, ref_records, ref_states, records, states = run_both(model_type, OPTIMIZER)
+@pytest.mark.parametrize(
+    ("model_type", "execution"),
+    [
+        ("spidr", LayerExecution(scan=False)),
+        ("dinosr", LayerExecution(scan=False)),
+        ("spidr", LayerExecution(scan=True)),  # scanned layers: one compiled body over the stacked weights
+        ("dinosr", LayerExecution(scan=True, remat="layer")),  # and the layers recomputed in the backward pass
+    ],
+    ids=["spidr-unrolled", "dinosr-unrolled", "spidr-scanned", "dinosr-scanned-remat"],
+)
+def test_consecutive_steps_match_reference(model_type, execution):
+    initial, ref_records, ref_states, records, states = run_both(model_type, OPTIMIZER, execution=execution)
     for step, (ref, ours) in enumerate(zip(ref_records, records, strict=True)):
         for name in ("loss", "grad_norm", "target_ppl", "pred_ppl"):
             np.testing.assert_allclose(ours[name], ref[name], rtol=2e-5, err_msg=f"step {step}: {name}")

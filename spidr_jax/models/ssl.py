@@ -19,6 +19,7 @@ from spidr_jax.models.chunked_extractor import ExtractorChunks
 from spidr_jax.models.codebooks import Codebooks
 from spidr_jax.models.extractor import FeatureExtractor, FeatureProjection, conv_output_lengths, length_mask
 from spidr_jax.models.heads import PredictionHeads
+from spidr_jax.models.layer_stack import LayerExecution
 from spidr_jax.models.layers import dropout
 from spidr_jax.models.transformer import FeedForward, SelfAttention, Transformer
 
@@ -90,6 +91,12 @@ class DinoSR(nnx.Module):
                 module.blocks = transformer
             if extractor is not None and isinstance(module, FeatureExtractor):
                 module.chunks = extractor
+
+    def set_layer_execution(self, execution: LayerExecution) -> None:
+        """How the student's and the teacher's layers run (scanned or unrolled, rematerialization); same numbers."""
+        for _, module in nnx.iter_graph(self):
+            if isinstance(module, Transformer):
+                module.execution = execution
 
     # ---- shared pieces -------------------------------------------------------------------------------------
 

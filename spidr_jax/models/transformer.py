@@ -10,6 +10,7 @@ from flax import nnx
 
 from spidr_jax.config.model import DinoSRConfig
 from spidr_jax.models.blocked_attention import TransformerBlocks, blocked_attention, map_frames
+from spidr_jax.models.layer_stack import LayerExecution, run_layer_stack
 from spidr_jax.models.layers import LayerNorm, Linear, dropout, gelu, transformer_linear_init, xavier_uniform
 from spidr_jax.models.positional import ConvPositionalEmbedding
 
@@ -149,6 +150,7 @@ class Transformer(nnx.Module):
         )
         self.layer_norm = LayerNorm(cfg.encoder_embed_dim)
         self.layers = nnx.List([TransformerLayer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.encoder_num_layers)])
+        self.execution = LayerExecution.from_config("auto", "none", jax.default_backend())
 
     def run_layers(
         self,
@@ -174,13 +176,18 @@ class Transformer(nnx.Module):
         if not deterministic and self.layer_drop > 0:
             if rngs is None:
                 raise ValueError("layer drop needs `rngs` when deterministic=False")
-            dropped = jax.random.uniform(rngs.dropout(), (self.num_layers,)) <= self.layer_drop
-        outputs, layer_results = [], []
-        for i, layer in enumerate(self.layers[:num_layers]):
-            out, layer_result = layer(x, frame_mask, deterministic=deterministic, rngs=rngs)
-            x = out if dropped is None else jnp.where(dropped[i], x, out)
-            outputs.append(out)
-            layer_results.append(layer_result)
+            dropped = (jax.random.uniform(rngs.dropout(), (self.num_layers,)) <= self.layer_drop)[:num_layers]
+        # One dropout key per layer, the same whether the layers are scanned or unrolled.
+        keys = None if deterministic or rngs is None else jax.random.split(rngs.dropout(), num_layers)
+        x, outputs, layer_results = run_layer_stack(
+            list(self.layers[:num_layers]),
+            x,
+            frame_mask,
+            keys=keys,
+            dropped=dropped,
+            execution=self.execution,
+            deterministic=deterministic,
+        )
         if not self.norm_before_layers and num_layers == self.num_layers:
             x = self.layer_norm(x)
         return x, outputs, layer_results

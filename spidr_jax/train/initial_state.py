@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import jax
 from jax.sharding import Mesh
 
 from spidr_jax.config.run import Config
+from spidr_jax.models.layer_stack import LayerExecution
 from spidr_jax.pretrained import load_pretrained
 from spidr_jax.sharding import put_replicated, replicated
 from spidr_jax.train.checkpoints import RunCheckpoints, abstract_like
@@ -26,6 +28,7 @@ def initial_train_state(cfg: Config, mesh: Mesh, checkpoints: RunCheckpoints) ->
     else:
         model = init_model(cfg.model, cfg.optimizer, seed)
         origin = "fresh"
+    model.set_layer_execution(LayerExecution.from_config(cfg.run.layer_loop, cfg.run.remat, jax.default_backend()))
     split, state = new_train_state(model, cfg.optimizer, seed)
     sharding = replicated(mesh, state)
     if resuming:

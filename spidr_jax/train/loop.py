@@ -30,6 +30,7 @@ from spidr_jax.train.initial_state import initial_train_state
 from spidr_jax.train.runtime import enable_compilation_cache, initialize_distributed
 from spidr_jax.train.signals import StopSignals
 from spidr_jax.train.step import StepDefinition, compile_train_step
+from spidr_jax.train.step_executables import StepExecutables
 from spidr_jax.train.tensorboard import MetricAverages, MetricsWriter
 from spidr_jax.train.units_report import UnitsMonitor
 from spidr_jax.train.workdir import abstract_batch, global_batch, local_workdir, prepare_workdir
@@ -141,7 +142,7 @@ class TrainingRun:
 
         # ---- the compiled step, one executable per batch shape, compiled before the loop ------------------
         definition = StepDefinition(self.split, cfg.model, cfg.optimizer, self.mesh)
-        self.step_fn = compile_train_step(definition, replicated(self.mesh, self.state))
+        self.step_fn = StepExecutables(compile_train_step(definition, replicated(self.mesh, self.state)))
         if self.start_step < cfg.optimizer.max_steps:
             self.compile_ahead(extractor_frozen=self.start_step >= cfg.model.freeze_step)
         self.evaluate = eval_step_function(self.split, self.mesh)
@@ -151,14 +152,21 @@ class TrainingRun:
         self.averages = MetricAverages()
 
     def compile_ahead(self, *, extractor_frozen: bool) -> None:
-        """Compile the step for every batch shape of the data, with a progress bar."""
-        channels = self.cfg.model.encoder_embed_dim if self.cfg.masking.mask_channel_prob > 0 else None
+        """Compile the step for every batch shape of the data (concurrently), with a progress bar."""
+        batches = self.abstract_batches()
         with make_progress(disable=not self.progress) as bar:
-            task = bar.add_task("compiling", total=len(self.data.shapes), status="")
-            for batch_size, samples in self.data.shapes:
-                shapes = abstract_batch(batch_size, samples, self.data.frames[samples], self.mesh, channels=channels)
-                self.step_fn.lower(self.state, shapes, extractor_frozen=extractor_frozen).compile()
-                bar.advance(task)
+            task = bar.add_task("compiling", total=len(batches), status="")
+            self.step_fn.compile(
+                self.state, batches, extractor_frozen=extractor_frozen, on_compiled=lambda: bar.advance(task)
+            )
+
+    def abstract_batches(self) -> list[dict[str, jax.ShapeDtypeStruct]]:
+        """The shapes (and shardings) of the data's batches, one entry per batch shape."""
+        channels = self.cfg.model.encoder_embed_dim if self.cfg.masking.mask_channel_prob > 0 else None
+        return [
+            abstract_batch(batch_size, samples, self.data.frames[samples], self.mesh, channels=channels)
+            for batch_size, samples in self.data.shapes
+        ]
 
     def save_and_validate(self, step: int) -> None:
         """Checkpoint (asynchronously), then score every validation set."""
@@ -193,7 +201,7 @@ class TrainingRun:
                     break
                 self.decode_failures.add(step, len(host_batch["waveforms"]), host_batch.get(BAD_AUDIO))
                 batch = global_batch(host_batch, self.mesh)
-                self.state, metrics = self.step_fn(self.state, batch, extractor_frozen=step >= cfg.model.freeze_step)
+                metrics = self.train_step(step, batch)
                 rows, samples = batch["waveforms"].shape
                 self.averages.add(metrics | {"batch_size": rows, "audio_seconds": rows * samples / SAMPLE_RATE})
                 done = result.final_step = step + 1
@@ -219,6 +227,15 @@ class TrainingRun:
             self.say(self.units_monitor.report(self.workdir, result.final_step))
         self.say(f"done: step {result.final_step}")
         return result
+
+    def train_step(self, step: int, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """One optimizer step on the state; at `model.freeze_step`, first compile the second phase's shapes."""
+        freeze_step = self.cfg.model.freeze_step
+        if step == freeze_step and step > self.start_step:
+            self.say(f"step {step}: the extractor freezes; compiling its step for {len(self.data.shapes)} shapes")
+            self.step_fn.compile(self.state, self.abstract_batches(), extractor_frozen=True)
+        self.state, metrics = self.step_fn(self.state, batch, extractor_frozen=step >= freeze_step)
+        return metrics
 
     def log_interval(self, interval_start: tuple[float, int], done: int) -> dict[str, float]:
         """Average the metrics since the last log, check them, and write them to TensorBoard."""
