@@ -9,6 +9,7 @@ at the end of its test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -28,7 +29,7 @@ from tests.tone_corpus import write_tone_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "configs/tiny.py"
-STEPS = 80  # the time limit's signal comes within 30 s of the processes joining: well before the last step
+STEPS = 80
 SIGNAL_LEAD = 120  # seconds (launcher --signal-lead) for the time-limit test
 OVERRIDES = [
     "--config.data.num_static_shapes=1",
@@ -178,22 +179,61 @@ def run_time(cluster: SlurmCluster, job_id: str) -> int:
     return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
+def trainer_pids(workdir: Path) -> list[int]:
+    """The job's training processes (not srun's, whose command lines contain theirs)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args[1:3] == [b"-m", b"spidr_jax.train"] and f"--config.run.workdir={workdir}".encode() in args:
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def signalled_while_stopped(pid: int) -> bool:
+    """Whether the stopped `pid` got SIGTERM: pending on it, or it runs again (slurmstepd sends SIGCONT with it)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True  # it has run and exited since
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    pending = int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
+    return bool(pending & (1 << (signal.SIGTERM - 1))) or not fields["State"].strip().startswith("T")
+
+
 def test_the_time_limit_saves_requeues_and_resumes(two_task_run, slurm_cluster, manifest, cache, tmp_path):
     workdir = tmp_path / "run"
     args = [*CPU_JOB, "-t", "10", "--signal-lead", str(SIGNAL_LEAD), "--dump", str(tmp_path / "dump"), TINY,
             *train_overrides(manifest, workdir, STEPS)]  # fmt: skip
     job_id, log = submit(args, job_env(slurm_cluster, cache))
     try:
-        # Once the processes have joined (JAX's preemption service then catches SIGTERM on each), the time limit
-        # is brought forward: SLURM checks limits every 30 s and sends the signal at the first check less than
-        # SIGNAL_LEAD + 30 s before the end, so within 30 s; the end itself stays 1.5-2.5 minutes away.
+        # Once the trainers have taken a few steps, they are paused (SIGSTOP), so that the run is still in the
+        # middle when the time limit's signal comes, however fast the steps are. The time limit is brought
+        # forward: SLURM checks limits every 30 s and sends the signal at the first check less than
+        # SIGNAL_LEAD + 30 s before the end; the end itself stays 1.5-2.5 minutes away. slurmstepd sends SIGCONT
+        # with the signal; the test's own SIGCONT afterwards is for safety.
         deadline = time.monotonic() + JOB_TIMEOUT
-        while "(2 devices, 2 processes)" not in read_log(log) and time.monotonic() < deadline:
+        while max(logged_steps(workdir), default=0) < 2 and time.monotonic() < deadline:
             assert slurm_cluster.job_state(job_id) not in ENDED, read_log(log)[-3000:]
-            time.sleep(0.5)
-        minutes = (run_time(slurm_cluster, job_id) + SIGNAL_LEAD + 30) // 60
-        update = slurm_cluster.command("scontrol", "update", f"JobId={job_id}", f"TimeLimit={minutes}")
-        assert update.returncode == 0, update.stderr
+            time.sleep(0.1)
+        pids = trainer_pids(workdir)
+        assert len(pids) == 2, pids
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            minutes = (run_time(slurm_cluster, job_id) + SIGNAL_LEAD + 30) // 60
+            update = slurm_cluster.command("scontrol", "update", f"JobId={job_id}", f"TimeLimit={minutes}")
+            assert update.returncode == 0, update.stderr
+            signalled = time.monotonic() + 120
+            while not all(signalled_while_stopped(pid) for pid in pids) and time.monotonic() < signalled:
+                time.sleep(0.5)
+            assert all(signalled_while_stopped(pid) for pid in pids), "no SIGTERM from the time limit within 120 s"
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
         while slurm_cluster.job_field(job_id, "Restarts") in {"", "0"} and time.monotonic() < deadline:
             assert slurm_cluster.job_state(job_id) not in ENDED, read_log(log)[-3000:]
             time.sleep(0.5)
