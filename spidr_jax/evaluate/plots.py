@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spidr_jax.torch_hidden import torch_hidden
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from tensorboardX.proto.summary_pb2 import Summary
@@ -31,7 +33,8 @@ _FOOTER = struct.Struct("<I")
 
 def _masked_crc(data: bytes) -> int:
     """CRC-32C of ``data``, masked as in TFRecord files."""
-    from tensorboardX.crc32c import crc32c  # noqa: PLC0415 (pure Python unless a native crc32c is installed)
+    with torch_hidden():
+        from tensorboardX.crc32c import crc32c  # noqa: PLC0415 (pure Python unless a native crc32c is installed)
 
     crc = crc32c(data) & 0xFFFFFFFF
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
@@ -56,7 +59,8 @@ def _scalar_value(value: Summary.Value) -> float | None:
 
 def _read_event_file(path: Path, scalars: dict[str, dict[int, float]], *, check_data_crc: bool) -> None:
     """Add the scalars of one event file to ``scalars`` (tag -> step -> value); later records win."""
-    from tensorboardX.proto.event_pb2 import Event  # noqa: PLC0415 (protobuf import is slow; only needed here)
+    with torch_hidden():
+        from tensorboardX.proto.event_pb2 import Event  # noqa: PLC0415 (protobuf import is slow; only needed here)
 
     data = path.read_bytes()
     offset = 0

@@ -7,14 +7,23 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from tensorboardX import SummaryWriter
+
+from spidr_jax.torch_hidden import torch_hidden
+
+
+def summary_writer(logdir: str | Path):  # noqa: ANN201 - tensorboardX is imported here, not at module import
+    """A tensorboardX writer for `logdir`, flushed every 30 s and after each `scalars`."""
+    with torch_hidden():
+        from tensorboardX import SummaryWriter  # noqa: PLC0415
+
+    return SummaryWriter(str(logdir), flush_secs=30)
 
 
 class MetricsWriter:
     """Scalars under `<prefix>/<name>`; a no-op on processes other than 0."""
 
     def __init__(self, logdir: str | Path, *, enabled: bool) -> None:
-        self.writer = SummaryWriter(str(logdir), flush_secs=30) if enabled else None
+        self.writer = summary_writer(logdir) if enabled else None
 
     def scalars(self, prefix: str, values: Mapping[str, float], step: int) -> None:
         """Write one value per name and flush, so a crash loses nothing already logged."""
