@@ -9,6 +9,8 @@
 #   parity_bf16   tests/test_mixed_precision.py's bf16 run against the reference's float32 run, JAX on the GPU
 #                 (the bf16 tolerances: loss rtol 2e-3, grad norm 5e-2, perplexities 3e-2 and 1e-3)
 #   parity_f32    tests/test_model_parity.py's small variants, JAX on the GPU, at its float32 tolerance
+#   compile_unroll  only with a minute or more of the 8 left: the same step compiled with unrolled layers
+#                 (bench/compile_time.py), against step_jax's compilation with scanned ones (run.layer_loop=auto)
 # The table and the JSON line are printed after the step parts (so a run cut short still reports the step) and at
 # the end; both are written into the results folder (summary.json, table.md, one log per part).
 #
@@ -48,11 +50,13 @@ if [[ $smoke == 1 ]]; then
   export JAX_PLATFORMS=cpu CUDA_VISIBLE_DEVICES=""
   read -r -a step_args <<<"${STEP_ARGS:---tiny --batch 2 --seconds 2 --dtype bfloat16 --warmup 3 --repeats 3}"
   extract_args=(--files 3 --max-shapes 1 --runs 2)
+  compile_args=(--models tiny --batch 2 --seconds 2 --dtype bfloat16)
   pytest_mode=(--collect-only)  # the suite is not run here; the GPU run executes these tests
   jax_cuda=cpu
 else
   read -r -a step_args <<<"${STEP_ARGS:---batch 15 --seconds 15 --dtype bfloat16 --warmup 3 --repeats 5}"
   extract_args=(--files 40 --max-shapes 2 --runs 2)
+  compile_args=(--models base --batch 15 --seconds 15 --dtype bfloat16)
   pytest_mode=()
   jax_cuda=cuda
 fi
@@ -107,5 +111,11 @@ part parity_bf16 env JAX_PLATFORMS="$jax_cuda" "$py" -m pytest -q -p no:cachepro
   tests/test_mixed_precision.py -k bfloat16_run_stays_close
 part parity_f32 env JAX_PLATFORMS="$jax_cuda" "$py" -m pytest -q -p no:cacheprovider "${pytest_mode[@]}" \
   tests/test_model_parity.py -k small_variants
+left=$((${TOTAL_LIMIT:-480} - ($(date +%s) - begin) - 15))
+if ((left >= 60)); then
+  limit[compile_unroll]=$left
+  part compile_unroll "$py" bench/compile_time.py --layers unroll --runs 1 "${compile_args[@]}" \
+    --json "$out/compile.jsonl"
+fi
 echo "== all parts: $(($(date +%s) - begin)) s"
 "$py" bench/collect.py "$out"

@@ -32,8 +32,8 @@ class RunConfig:
     model_type: ModelType = "dinosr"
     slurm_validation: dict | None = None  # accepted for compatibility: validation runs in-process
     # Not in the reference: how the transformer layers run (spidr_jax/models/layer_stack.py); same numbers either
-    # way. "scan" compiles one layer body instead of every layer; "auto" scans except on CPUs, where unrolled
-    # layers compile faster. `remat` trades the backward pass's activation memory for recomputation.
+    # way. "scan" compiles one layer body instead of every layer; "auto" scans except on CPUs, where both compile
+    # in the same time and unrolled layers step faster. `remat` trades activation memory for recomputation.
     layer_loop: Literal["auto", "scan", "unroll"] = "auto"
     remat: Literal["none", "layer", "dots"] = "none"
 

@@ -42,7 +42,7 @@ class LayerExecution:
     @classmethod
     def from_config(cls, layer_loop: str, remat: RematPolicy, platform: str) -> LayerExecution:
         """`run.layer_loop` ("auto", "scan", "unroll") and `run.remat` on `platform` ("cpu", "gpu", "tpu")."""
-        scan = layer_loop == "scan" or (layer_loop == "auto" and platform != "cpu")  # CPU: unrolled compiles faster
+        scan = layer_loop == "scan" or (layer_loop == "auto" and platform != "cpu")  # CPU: unrolled steps faster
         return cls(scan=scan, remat=remat)
 
 
