@@ -88,13 +88,23 @@ def write_model_dir(output_dir: Path, model_type: str, model_fields: dict, tree:
         raise
 
 
-def remove_tree(path: Path, attempts: int = 5) -> None:
-    """Remove a directory tree, retrying while a late writer (TensorStore's threads) still adds files to it."""
-    for _ in range(attempts):
-        shutil.rmtree(path, ignore_errors=True)
-        if not path.exists():
+def remove_tree(path: Path, *, settle_s: float = 1.0, deadline_s: float = 30.0) -> None:
+    """Remove a directory tree that late writers may still add to, or even create again.
+
+    After a failed save, TensorStore's writes already under way go on and create the directories they need, so
+    the tree is removed until it has stayed absent for `settle_s` (at most `deadline_s`).
+    """
+    deadline = time.monotonic() + deadline_s
+    absent_since = None
+    while time.monotonic() < deadline:
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            absent_since = None
+        elif absent_since is None:
+            absent_since = time.monotonic()
+        elif time.monotonic() - absent_since >= settle_s:
             return
-        time.sleep(0.2)
+        time.sleep(0.05)
 
 
 def read_model_dir_state(path: Path) -> dict:
