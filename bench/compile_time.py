@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from step_speed import TINY_MODEL, batch_for
+from step_speed import batch_for, jax_model_fields
 
 
 def compile_once(model: str, layers: str, args: argparse.Namespace) -> dict:
@@ -38,11 +38,7 @@ def compile_once(model: str, layers: str, args: argparse.Namespace) -> dict:
     from spidr_jax.train.step import StepDefinition, compile_train_step
     from spidr_jax.train.workdir import global_batch
 
-    fields = {}
-    if model == "tiny":
-        conv_layers = tuple(map(tuple, TINY_MODEL["extractor_conv_layer_config"]))  # hashable, as the config is
-        fields = dict(TINY_MODEL, extractor_conv_layer_config=conv_layers)
-    cfg = SpidRConfig(**fields)
+    cfg = SpidRConfig(**jax_model_fields(argparse.Namespace(tiny=model == "tiny")))
     opt = OptimizerConfig(dtype=args.dtype)
     network = init_model(cfg, opt, seed=0)
     network.set_layer_execution(LayerExecution.from_config(layers, args.remat, jax.default_backend()))

@@ -49,6 +49,14 @@ def model_fields(args: argparse.Namespace) -> dict[str, Any]:
     return dict(TINY_MODEL) if args.tiny else {}
 
 
+def jax_model_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """`model_fields` for the JAX config, which is frozen and hashable: tuples, not lists."""
+    fields = model_fields(args)
+    if "extractor_conv_layer_config" in fields:
+        fields["extractor_conv_layer_config"] = tuple(map(tuple, fields["extractor_conv_layer_config"]))
+    return fields
+
+
 def peak_host_memory() -> int:
     """Peak resident memory of this process in bytes (Linux reports kilobytes)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -155,9 +163,7 @@ def jax_step(args: argparse.Namespace, batch: tuple[np.ndarray, np.ndarray]) -> 
     from spidr_jax.train.step import StepDefinition, compile_train_step
     from spidr_jax.train.workdir import global_batch
 
-    fields = model_fields(args)
-    if "extractor_conv_layer_config" in fields:  # the JAX config is frozen and hashable: tuples, not lists
-        fields["extractor_conv_layer_config"] = tuple(map(tuple, fields["extractor_conv_layer_config"]))
+    fields = jax_model_fields(args)
     cfg = SpidRConfig(**fields) if args.model == "spidr" else DinoSRConfig(**fields)
     opt = OptimizerConfig(dtype=args.dtype)
     mesh = data_mesh()
