@@ -26,7 +26,7 @@ def jax_train(
     seed=0,
     execution: LayerExecution | None = None,
 ):
-    """Per-step metrics and reference-layout state_dicts of the JAX step run over (waveforms, dense mask) batches.
+    """Per-step metrics and reference-layout state_dicts of the JAX step over (waveforms, dense mask[, lengths]).
 
     `execution`: how the transformer layers run (default: the platform's).
     """
@@ -40,9 +40,11 @@ def jax_train(
     state = jax.device_put(state, sharding)
     step = compile_train_step(StepDefinition(split, cfg, opt, mesh), sharding)
     records, snapshots = [], []
-    for waveforms, mask in batches:
+    for waveforms, mask, *lengths in batches:
         frozen = int(state.step) >= cfg.freeze_step
         batch = {"waveforms": jnp.asarray(waveforms), "mask": jnp.asarray(mask)}
+        if lengths:  # a zero-padded batch: the samples of each row
+            batch["lengths"] = jnp.asarray(lengths[0])
         state, metrics = step(state, batch, extractor_frozen=frozen)
         records.append({k: float(v) for k, v in jax.device_get(metrics).items()})
         snapshots.append(state_dict_of(state, cfg))

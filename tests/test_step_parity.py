@@ -13,7 +13,8 @@ from spidr_jax.config import DinoSRConfig, OptimizerConfig, SpidRConfig
 from spidr_jax.models.layer_stack import LayerExecution
 from tests.reference import SMALL, reference_model
 from tests.step_harness import jax_train
-from tests.train_reference import dense_mask, random_batches, reference_train
+from spidr_jax.models.extractor import conv_output_lengths
+from tests.train_reference import dense_mask, random_batches, random_padded_batches, reference_train
 
 NO_DROPOUT = {"encoder_dropout": 0.0, "encoder_attention_dropout": 0.0, "encoder_layer_drop": 0.0}
 CASES = {
@@ -90,3 +91,35 @@ def test_other_schedule_and_no_warmup_match_reference():
         np.testing.assert_allclose(ours["lr"], ref["lr"], rtol=1e-6)
     key = "student.layers.3.attention.proj.weight"
     np.testing.assert_allclose(states[-1][key], ref_states[-1][key], atol=2e-6)
+
+
+@pytest.mark.parametrize("model_type", ["spidr", "dinosr"])
+def test_padded_batches_match_reference(model_type):
+    """data.enable_padding: zero-padded rows, attention masked, masks on valid frames; the last batch has no padding.
+
+    The reference's padded step convolves the zeros in its extractor and normalizes the teacher targets over the
+    whole padded length; the JAX step must give the same numbers.
+    """
+    fields = CASES[model_type]
+    cfg = (SpidRConfig if model_type == "spidr" else DinoSRConfig)(**fields)
+    reference, _ = reference_model(model_type, seed=0, **fields)
+    initial = {k: v.numpy().copy() for k, v in reference.state_dict().items()}
+    frames_of = lambda lengths: conv_output_lengths(lengths, cfg.extractor_conv_layer_config)  # noqa: E731
+    batches = random_padded_batches(4, 4, SAMPLES, 12, seed=2, frames_of=frames_of)
+    full = random_batches(1, 4, SAMPLES, FRAMES, 12, seed=3)[0]
+    batches.append((*full, np.full(4, SAMPLES, np.int32)))  # a padded-mode batch whose rows all fill it
+    assert all(int(lengths.min()) < SAMPLES for _, _, lengths in batches[:-1])
+    ref_records, ref_states = reference_train(reference, OPTIMIZER, batches, cfg.freeze_step)
+    dense = [(w, dense_mask(idx, FRAMES), lengths) for w, idx, lengths in batches]
+    records, states, _ = jax_train(initial, cfg, OPTIMIZER, dense)
+    for step, (ref, ours) in enumerate(zip(ref_records, records, strict=True)):
+        for name in ("loss", "grad_norm", "target_ppl", "pred_ppl"):
+            np.testing.assert_allclose(ours[name], ref[name], rtol=2e-5, err_msg=f"step {step}: {name}")
+        for key, expected in ref_states[step].items():
+            scale = max(1.0, float(np.max(np.abs(expected))))
+            np.testing.assert_allclose(
+                states[step][key], expected, rtol=0, atol=2e-6 * scale, err_msg=f"step {step}: {key}"
+            )
+    # The padding matters: the same batches without their lengths give another loss.
+    unpadded, _, _ = jax_train(initial, cfg, OPTIMIZER, [(w, m) for w, m, _ in dense[:1]])
+    assert abs(unpadded[0]["loss"] - records[0]["loss"]) > 1e-4 * abs(records[0]["loss"])

@@ -164,6 +164,7 @@ class DinoSR(nnx.Module):
         waveforms: jax.Array,
         mask: jax.Array,
         *,
+        lengths: jax.Array | None = None,
         channel_mask: jax.Array | None = None,
         deterministic: bool = True,
         rngs: nnx.Rngs | None = None,
@@ -172,14 +173,19 @@ class DinoSR(nnx.Module):
 
         `mask` (B, T) bool marks the frames replaced by the mask embedding (the ones the loss is taken on);
         `channel_mask` (B, D) bool, if given, zeroes those feature channels of the student's input at every frame.
+        `lengths` (B,), for a zero-padded batch (`data.enable_padding`), gives each row's samples: student and
+        teacher then keep the padded frames out of attention and the positional convolution. As in the
+        reference's padded batches, the extractor still convolves the zeros and the targets are normalized over
+        the whole padded length (unlike inference, where a padded row gives what it gives alone).
         """
         feats, _ = self.features(waveforms)
+        frame_mask = None if lengths is None else length_mask(self.frame_lengths(lengths), feats.shape[1])
         x = dropout(feats, self.config.encoder_projection_dropout, deterministic=deterministic, rngs=rngs)
         x = jnp.where(mask[..., None], self.mask_embedding[...].astype(x.dtype), x)
         if channel_mask is not None:
             x = jnp.where(channel_mask[:, None, :], jnp.zeros((), x.dtype), x)
-        log_probs = self.heads(self.head_inputs(x, None, deterministic=deterministic, rngs=rngs))
-        return MaskedPrediction(log_probs=log_probs, targets=self.teacher_targets(feats))
+        log_probs = self.heads(self.head_inputs(x, frame_mask, deterministic=deterministic, rngs=rngs))
+        return MaskedPrediction(log_probs=log_probs, targets=self.teacher_targets(feats, frame_mask))
 
 
 class SpidR(DinoSR):

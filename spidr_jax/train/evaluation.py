@@ -26,7 +26,9 @@ def eval_step_function(split: ModelSplit, mesh: Mesh) -> Callable[..., dict[str,
     def evaluate(params: dict, teacher: dict, codebooks: dict, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         model = split.merge(params, teacher, codebooks)
         mask = batch["mask"] & batch["real"][:, None] if "real" in batch else batch["mask"]
-        prediction = model.masked_prediction(batch["waveforms"], batch["mask"], channel_mask=batch.get("channel_mask"))
+        prediction = model.masked_prediction(
+            batch["waveforms"], batch["mask"], lengths=batch.get("lengths"), channel_mask=batch.get("channel_mask")
+        )
         labels = cb.assign(codebooks["sums"], codebooks["counts"], prediction.targets)
         metrics = objective_metrics(objective_sums(prediction.log_probs, labels, mask))
         return {"loss": metrics.loss, "target_ppl": metrics.target_ppl, "pred_ppl": metrics.pred_ppl}

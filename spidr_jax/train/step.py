@@ -27,7 +27,9 @@ from spidr_jax.train.optimizer import adamw, clip_coefficient, freeze_mask, glob
 from spidr_jax.train.schedules import learning_rate_schedule
 from spidr_jax.train.state import ModelSplit, TrainState
 
-Batch = dict[str, jax.Array]  # "waveforms" (B, S) float32, "mask" (B, T) bool, optional "channel_mask" (B, D) bool
+# "waveforms" (B, S) float32, "mask" (B, T) bool; optional: "channel_mask" (B, D) bool, "lengths" (B,) int32 (the
+# samples of each row of a zero-padded batch, data.enable_padding).
+Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 
 
@@ -80,6 +82,7 @@ def train_step(
         prediction = model.masked_prediction(
             batch["waveforms"],
             mask,
+            lengths=batch.get("lengths"),
             channel_mask=batch.get("channel_mask"),
             deterministic=False,
             rngs=nnx.Rngs(dropout=dropout_key),

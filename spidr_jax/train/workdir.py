@@ -67,9 +67,9 @@ def global_batch(host_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax
 
 
 def abstract_batch(
-    batch_size: int, samples: int, frames: int, mesh: Mesh, *, channels: int | None
+    batch_size: int, samples: int, frames: int, mesh: Mesh, *, channels: int | None, padded: bool = False
 ) -> dict[str, jax.ShapeDtypeStruct]:
-    """Shapes of one global training batch, for compiling ahead of the loop."""
+    """Shapes of one global training batch, for compiling ahead of the loop (`padded`: with row lengths)."""
     sharding = batch_sharding(mesh)
     batch = {
         "waveforms": jax.ShapeDtypeStruct((batch_size, samples), np.float32, sharding=sharding),
@@ -77,4 +77,6 @@ def abstract_batch(
     }
     if channels is not None:
         batch["channel_mask"] = jax.ShapeDtypeStruct((batch_size, channels), np.bool_, sharding=sharding)
+    if padded:
+        batch["lengths"] = jax.ShapeDtypeStruct((batch_size,), np.int32, sharding=sharding)
     return batch
