@@ -118,7 +118,6 @@ def test_plan_buckets_shapes(shards: int) -> None:
         ({"max_batch_length": -1}, "data.max_batch_length"),
         ({"min_sample_size": -5}, "data.min_sample_size"),
         ({"num_workers": -1}, "data.num_workers"),
-        ({"enable_padding": True}, "data.enable_padding"),
     ],
 )
 def test_config_errors_name_the_field(change: dict, field: str) -> None:

@@ -250,3 +250,48 @@ def test_row_table_round_trips_rows() -> None:
     assert len(table) == 3
     for i, row in enumerate(rows):
         assert table[i] == replace(row, fileid=row.path)
+
+
+def test_padded_batches_keep_whole_rows_and_mask_only_valid_frames(corpus: tuple[Path, Path]) -> None:
+    """data.enable_padding: short rows are zero-padded (whole utterance kept), masks stay on their valid frames."""
+    flags.FLAGS.mark_as_parsed()
+    data = make(corpus[0], enable_padding=True, num_static_shapes=2)
+    cropped = make(corpus[0], num_static_shapes=2)
+    assert data.buckets.padded_samples > 0
+    # Pad or crop, whichever wastes less: less waste than cropping alone.
+    waste = data.buckets.crop_fraction + data.buckets.padding_fraction
+    assert waste < cropped.buckets.crop_fraction
+    frames_of = lambda samples: conv_output_lengths(samples, MODEL.extractor_conv_layer_config)  # noqa: E731
+    padded_rows = 0
+    for step in range(data.batches_per_epoch):
+        batch, planned = data.batch(step), data.plan.batch(step)
+        assert batch.keys() == {"waveforms", "mask", "lengths"}
+        assert batch["lengths"].dtype == np.int32
+        for slot, row_id in enumerate(planned.rows):
+            row = data.scan.rows[row_id]
+            length = int(batch["lengths"][slot])
+            assert length == min(row.num_samples, planned.length)
+            waveform = batch["waveforms"][slot]
+            assert not waveform[length:].any()
+            full = normalize(read_audio(row))
+            if length < planned.length:
+                padded_rows += 1
+                np.testing.assert_array_equal(waveform[:length], full)
+            else:
+                assert find_slice(full, waveform), f"row {row_id} is not a slice of its utterance"
+        valid = frames_of(batch["lengths"])
+        beyond = np.arange(batch["mask"].shape[1])[None, :] >= valid[:, None]
+        assert not (batch["mask"] & beyond).any()
+        counts = batch["mask"].sum(axis=1)
+        assert (counts == counts[0]).all()
+        assert counts[0] > 0
+    assert padded_rows > 0
+    # Two processes load the halves of the same batches; workers load the same batches as the thread.
+    halves = [make(corpus[0], enable_padding=True, num_static_shapes=2, process_index=p, process_count=2)
+              for p in range(2)]  # fmt: skip
+    with_workers = take(make(corpus[0], enable_padding=True, num_static_shapes=2, num_workers=2), 0, 3)
+    for step, from_workers in with_workers:
+        expected = data.batch(step)
+        assert_batches_equal(expected, from_workers)
+        for key in expected:
+            np.testing.assert_array_equal(np.concatenate([h.batch(step)[key] for h in halves]), expected[key])

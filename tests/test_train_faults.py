@@ -102,8 +102,11 @@ def test_kill_before_the_first_periodic_save_resumes_and_a_second_run_is_refused
         np.testing.assert_array_equal(a, b)
 
 
-def test_rows_that_fail_to_decode_are_replaced_the_same_way_everywhere(corpus):
-    cfg = parse_config([f"--config={TINY}", f"--config.data.manifest={corpus / 'corrupt.csv'}", *COMMON])
+@pytest.mark.parametrize("padding", [False, True], ids=["cropped", "padded"])
+def test_rows_that_fail_to_decode_are_replaced_the_same_way_everywhere(corpus, padding):
+    # Padded: rows of 1-1.5 s, none capped, so that the shape pads some rows and crops others.
+    padded = ["--config.data.enable_padding=true", "--config.data.max_sample_size=24000"] if padding else []
+    cfg = parse_config([f"--config={TINY}", f"--config.data.manifest={corpus / 'corrupt.csv'}", *COMMON, *padded])
     kwargs = {"seed": 0, "num_data_shards": 2, "progress": False}
     whole = TrainingData(cfg.data, cfg.masking, cfg.model, process_index=0, process_count=1, **kwargs)
     assert whole.scan.ok  # the headers are fine: only decoding finds the damage
@@ -111,7 +114,7 @@ def test_rows_that_fail_to_decode_are_replaced_the_same_way_everywhere(corpus):
     halves = [
         TrainingData(cfg.data, cfg.masking, cfg.model, process_index=p, process_count=2, **kwargs) for p in (0, 1)
     ]
-    failed = []
+    failed, padded_rows = [], 0
     for step in range(2 * whole.batches_per_epoch):
         batch = whole.batch(step)
         failed += [location for location, _ in batch.get(BAD_AUDIO, [])]
@@ -120,8 +123,17 @@ def test_rows_that_fail_to_decode_are_replaced_the_same_way_everywhere(corpus):
         parts = [half.batch(step)["waveforms"] for half in halves]
         np.testing.assert_array_equal(batch["waveforms"], np.concatenate(parts))
         assert np.isfinite(batch["waveforms"]).all()
+        if padding:  # a stand-in fills the failed row's length exactly: the masks drawn for that length hold
+            lengths = batch["lengths"]
+            padded_rows += int((lengths < batch["waveforms"].shape[1]).sum())
+            for row, length in zip(batch["waveforms"], lengths, strict=True):
+                assert not row[length:].any()
+                assert row[length - 100 : length].any()
+    assert padded_rows > 0 or not padding
     assert sorted(set(failed)) == [str(corpus / "u3.flac"), str(corpus / "u7.flac")]
-    assert len(failed) == 4  # each corrupt file once per epoch
+    # Each corrupt file once per epoch; padded, a stand-in (drawn among fewer rows: those long enough) can be the
+    # other corrupt file.
+    assert len(failed) == 4 if not padding else len(failed) >= 4
 
     # data.verify_audio decodes every file during the scan and leaves the corrupt ones out.
     verify = parse_config([f"--config={TINY}", f"--config.data.manifest={corpus / 'corrupt.csv'}",

@@ -189,22 +189,38 @@ def test_folder_of_real_audio_to_falling_loss(env, tmp_path):
 
 
 def test_high_crop_waste_is_warned_about_naming_the_field(env, tmp_path):
-    """Half the clips are 4 times longer than the others: one static shape crops most of the long ones away."""
+    """Most clips are 4 times longer than the others: one static shape crops most of the audio of the long ones.
+
+    With data.enable_padding the short clips are padded up to the long ones instead (no audio cropped, a quarter
+    of the rows padded by 3 s: 18.75% of the batches' samples), and the run trains on padded batches.
+    """
     rows = ["fileid,path,num_samples"]
-    for i, seconds in enumerate([1, 4] * 4):
+    for i, seconds in enumerate([1, 4, 4, 4] * 2):
         path = tmp_path / f"c{i}.wav"
         sf.write(path, np.random.default_rng(i).standard_normal(seconds * 16_000).astype(np.float32) * 0.1, 16_000)
         rows.append(f"c{i},{path},{seconds * 16_000}")
     (tmp_path / "mixed.csv").write_text("\n".join(rows) + "\n")
-    result = run(
-        [sys.executable, "-m", "spidr_jax.train", f"--config={TINY}",
-         f"--config.data.manifest={tmp_path / 'mixed.csv'}", f"--config.run.workdir={tmp_path / 'run'}",
-         "--config.data.num_static_shapes=1", "--config.data.max_sample_size=64000",
-         "--config.optimizer.max_steps=1"],
-        env,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    warning = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+
+    def train(name: str, *options: str) -> list[str]:
+        result = run(
+            [sys.executable, "-m", "spidr_jax.train", f"--config={TINY}",
+             f"--config.data.manifest={tmp_path / 'mixed.csv'}", f"--config.run.workdir={tmp_path / name}",
+             "--config.data.num_static_shapes=1", "--config.data.max_sample_size=64000",
+             "--config.optimizer.max_steps=2", "--config.run.log_interval=1", *options],
+            env,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert sorted(losses(tmp_path / name)) == [1, 2]
+        return result.stdout.splitlines()
+
+    cropped = train("cropped")
+    warning = [line for line in cropped if line.startswith("warning:")]
     assert len(warning) == 1
-    assert "of the audio is cropped away" in warning[0]
+    assert "69% of the audio is cropped away" in warning[0]
     assert "data.num_static_shapes" in warning[0]
+    assert "data.enable_padding=true" in warning[0]
+
+    padded = train("padded", "--config.data.enable_padding=true")
+    assert not [line for line in padded if line.startswith("warning:")]
+    summary = next(line for line in padded if line.startswith("Cropped to bucket lengths"))
+    assert "0.00% of the audio; padding: 18.75% of the batches" in summary

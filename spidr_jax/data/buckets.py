@@ -6,6 +6,9 @@ per bucket. Bucket lengths are multiples of the extractor's total stride (320 sa
 by an exact dynamic program over the distinct (rounded down) row lengths so that the audio cropped away is as
 small as possible for the number of shapes allowed.
 
+With ``data.enable_padding`` a row may also be zero-padded up to the next bucket length, when that wastes fewer
+samples than cropping it down (`spidr_jax.data.pad_or_crop`): the lengths then minimize cropped plus padded audio.
+
 A bucket's per-device batch is ``data.max_batch_length // length`` (the reference's token budget is per GPU) and
 its global batch is that times the number of data-parallel shards, so every batch splits evenly over devices.
 Where possible each bucket holds at least one global batch of rows, so that completing a bucket's last batch
@@ -22,6 +25,7 @@ import numpy as np
 from spidr_jax.config.model import ConfigError
 from spidr_jax.config.run import DataConfig
 from spidr_jax.data.audio import SAMPLE_RATE
+from spidr_jax.data.pad_or_crop import assign_pad_or_crop, choose_pad_or_crop_lengths
 
 # Marks choices that break a row minimum (audio kept is never negative).
 _INFEASIBLE = -1
@@ -47,9 +51,6 @@ def check_data_config(cfg: DataConfig) -> None:
         raise ConfigError(f"data.num_workers ({cfg.num_workers}) must be >= 0")
     if cfg.prefetch_factor < 1:
         raise ConfigError(f"data.prefetch_factor ({cfg.prefetch_factor}) must be >= 1")
-    if cfg.enable_padding:
-        # Static shapes come from cropping each row to its bucket length; padded batches are not produced.
-        raise ConfigError("data.enable_padding is not supported: batches are cropped to a few static lengths")
 
 
 def choose_bucket_lengths(
@@ -124,7 +125,7 @@ def _best_lengths(values: np.ndarray, counts: np.ndarray, num_shapes: int, neede
 
 @dataclass(frozen=True)
 class Bucket:
-    """One static shape: rows cropped to ``length`` samples, ``global_batch`` of them per step."""
+    """One static shape: rows cropped (or padded) to ``length`` samples, ``global_batch`` of them per step."""
 
     length: int
     batch_per_device: int
@@ -134,11 +135,12 @@ class Bucket:
 
 @dataclass(frozen=True)
 class BucketStats:
-    """The buckets chosen for a dataset, each row's bucket, and how much audio the cropping costs.
+    """The buckets chosen for a dataset, each row's bucket, and how much audio cropping and padding cost.
 
     ``assignment[r]`` is the bucket index of row ``r``. ``total_samples`` is the audio of all rows,
-    ``capped_samples`` what remains after the ``max_sample_size`` cap (cropped by the reference too), and
-    ``kept_samples`` what remains after cropping to the bucket lengths. No batch is ever padded.
+    ``capped_samples`` what remains after the ``max_sample_size`` cap (cropped by the reference too),
+    ``kept_samples`` what remains after cropping to the bucket lengths, and ``padded_samples`` the zeros added to
+    rows shorter than their bucket (only with ``data.enable_padding``).
     """
 
     buckets: tuple[Bucket, ...]
@@ -147,6 +149,7 @@ class BucketStats:
     total_samples: int
     capped_samples: int
     kept_samples: int
+    padded_samples: int = 0
 
     @property
     def lengths(self) -> list[int]:
@@ -165,8 +168,8 @@ class BucketStats:
 
     @property
     def padding_fraction(self) -> float:
-        """Fraction of each batch that is padding: none, rows are cropped rather than padded."""
-        return 0.0
+        """Fraction of the batches' samples that are padding (zero without ``data.enable_padding``)."""
+        return self.padded_samples / (self.kept_samples + self.padded_samples)
 
     def describe(self) -> str:
         """A readable table of the shapes and the audio they keep."""
@@ -184,7 +187,8 @@ class BucketStats:
             for b in self.buckets
         )
         lines.append(
-            f"Cropped to bucket lengths: {self.crop_fraction:.2%} of the audio; padding: none; "
+            f"Cropped to bucket lengths: {self.crop_fraction:.2%} of the audio; padding: "
+            f"{f'{self.padding_fraction:.2%} of the batches' if self.padded_samples else 'none'}; "
             f"beyond max_sample_size: {self.cap_fraction:.2%}."
         )
         return "\n".join(lines)
@@ -211,8 +215,15 @@ def plan_buckets(
     def global_batch(length: int) -> int:
         return (cfg.max_batch_length // length) * num_data_shards
 
-    bucket_lengths = choose_bucket_lengths(capped, num_shapes, multiple=multiple, rows_needed=global_batch)
-    assignment = np.searchsorted(np.asarray(bucket_lengths), capped, side="right") - 1
+    if cfg.enable_padding:
+        bucket_lengths = choose_pad_or_crop_lengths(
+            capped, num_shapes, multiple=multiple, max_length=cfg.max_sample_size, rows_needed=global_batch
+        )
+        assignment = assign_pad_or_crop(capped, bucket_lengths)
+    else:
+        bucket_lengths = choose_bucket_lengths(capped, num_shapes, multiple=multiple, rows_needed=global_batch)
+        assignment = np.searchsorted(np.asarray(bucket_lengths), capped, side="right") - 1
+    fitted = np.asarray(bucket_lengths)[assignment]
     num_rows = np.bincount(assignment, minlength=len(bucket_lengths))
     buckets = tuple(
         Bucket(
@@ -229,5 +240,6 @@ def plan_buckets(
         num_data_shards=num_data_shards,
         total_samples=int(raw.sum()),
         capped_samples=int(capped.sum()),
-        kept_samples=int(np.asarray(bucket_lengths)[assignment].sum()),
+        kept_samples=int(np.minimum(fitted, capped).sum()),
+        padded_samples=int(np.maximum(fitted - capped, 0).sum()),
     )

@@ -8,15 +8,19 @@ element is ``(step, batch)`` with ``batch`` a dict of numpy arrays, ready for
 
 - ``"waveforms"``: (B_local, samples) float32, each row normalized over its whole utterance (when
   ``data.normalize``) and then cropped to the bucket length at a random offset (from the start without
-  ``data.rand_crop``), drawn from (seed, epoch, index in epoch, row slot);
-- ``"mask"``: (B_local, frames) bool span mask, the same number of masked frames in every row;
+  ``data.rand_crop``), drawn from (seed, epoch, index in epoch, row slot); with ``data.enable_padding`` a row
+  shorter than its bucket is zero-padded instead;
+- ``"lengths"``: (B_local,) int32, only with ``data.enable_padding``: each row's samples before the padding;
+- ``"mask"``: (B_local, frames) bool span mask over each row's valid frames, the same number of masked frames in
+  every row;
 - ``"channel_mask"``: (B_local, encoder_embed_dim) bool, only when ``masking.mask_channel_prob > 0``;
 - ``"real"``: (B_local,) bool, validation only: False for the filler rows completing a bucket's last batch;
 - ``"bad_audio"``: only when some row failed to decode: a list of ``(location, reason)``, host-side only.
 
 A row whose audio fails to decode (corrupt data behind a valid header, a file changed since the scan) is
-replaced by another row of its bucket, drawn from (seed, epoch, index in epoch, row slot, attempt): the same
-replacement on every process and after a resume.
+replaced by another row of its bucket at least as long as the row's part of the batch, drawn from (seed, epoch,
+index in epoch, row slot, attempt): the same replacement on every process and after a resume, cut to the same
+length (so the masks, drawn from the manifest's lengths, stay valid).
 
 Masks are drawn for the whole global batch from (seed, step), so they do not depend on the number of processes.
 Process ``p`` of ``P`` loads rows ``[p * B / P, (p + 1) * B / P)`` of each global batch of B rows. Decoding and
@@ -30,7 +34,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -78,6 +82,11 @@ class RowTable:
     def __len__(self) -> int:
         return len(self._num_samples)
 
+    @property
+    def num_samples(self) -> np.ndarray:
+        """Every row's number of samples (from the manifest, checked by the scan)."""
+        return self._num_samples
+
     def __getitem__(self, index: int) -> ManifestRow:
         start = int(self._ends[index - 1]) if index > 0 else 0
         path = self._text[start : int(self._ends[index])].decode("utf-8", "surrogatepass")
@@ -104,15 +113,19 @@ class LoadBatch:
         masking_cfg: MaskingConfig,
         *,
         frames: dict[int, int],
+        frames_of: Callable[[np.ndarray], np.ndarray],
         channels: int,
         seed: int,
         streams: tuple[int, int],
         normalize: bool,
         rand_crop: bool,
+        pad: bool,
         process_index: int,
         process_count: int,
     ) -> None:
         self.rows = rows
+        self.pad = pad
+        self.frames_of = frames_of
         self.plan = plan
         self.masks = MaskGenerator(masking_cfg)
         self.frames = frames
@@ -123,24 +136,32 @@ class LoadBatch:
         self.rand_crop = rand_crop
         self.process_index = process_index
         self.process_count = process_count
-        self._members: dict[int, np.ndarray] = {}
+        self._members: dict[int, np.ndarray] = {}  # per bucket, by length
 
     def __call__(self, step: int) -> tuple[int, Batch]:
         """``(step, batch)``: the rows of global batch ``step`` that this process loads, and their masks."""
         planned = self.plan.batch(step)
         local = len(planned.rows) // self.process_count
         first = self.process_index * local
-        waveforms = np.empty((local, planned.length), dtype=np.float32)
+        # Each row's samples in the batch: its bucket length, or its own length where it is padded.
+        lengths = np.minimum(self.rows.num_samples[planned.rows], planned.length)
+        waveforms = np.zeros((local, planned.length), dtype=np.float32)
         failures: list[tuple[str, str]] = []
         for i in range(local):
-            waveforms[i] = self._load_slot(planned, first + i, failures)
+            slot = first + i
+            waveforms[i, : lengths[slot]] = self._load_slot(planned, slot, int(lengths[slot]), failures)
         # The whole global batch's masks, so that every process draws the same ones; then this process's rows.
         rng = np.random.default_rng([self.seed, self.mask_stream, step])
         num_frames = self.frames[planned.length]
-        time_mask, channel_mask = self.masks(rng, len(planned.rows), num_frames, channels=self.channels)
+        valid = np.asarray(self.frames_of(lengths), dtype=np.int64)
+        time_mask, channel_mask = self.masks(
+            rng, len(planned.rows), num_frames, channels=self.channels, valid_frames=valid
+        )
         if time_mask is None:
             time_mask = np.zeros((len(planned.rows), num_frames), dtype=bool)
         batch = {"waveforms": waveforms, "mask": time_mask[first : first + local]}
+        if self.pad:
+            batch["lengths"] = lengths[first : first + local].astype(np.int32)
         if channel_mask is not None:
             batch["channel_mask"] = channel_mask[first : first + local]
         if planned.real is not None:
@@ -149,32 +170,36 @@ class LoadBatch:
             batch[BAD_AUDIO] = failures
         return step, batch
 
-    def _load_slot(self, planned: PlannedBatch, slot: int, failures: list[tuple[str, str]]) -> np.ndarray:
-        """The waveform of batch slot ``slot``: its row, or a deterministic stand-in when that fails to decode."""
+    def _load_slot(
+        self, planned: PlannedBatch, slot: int, length: int, failures: list[tuple[str, str]]
+    ) -> np.ndarray:
+        """``length`` samples for batch slot ``slot``: its row, or a deterministic stand-in if that fails to decode."""
         index = int(planned.rows[slot])
         for attempt in range(MAX_REPLACEMENTS + 1):
             row = self.rows[index]
             try:
-                return self._crop(row, planned, slot)
+                return self._crop(row, planned, slot, length)
             except AudioError as error:
                 failures.append((row.location, error.reason))
-            members = self._bucket_members(planned.bucket)
+            members = self._bucket_members(planned.bucket, length)
             rng = np.random.default_rng([self.seed, REPLACEMENT_STREAM, planned.epoch, planned.index, slot, attempt])
             index = int(members[rng.integers(len(members))])
         raise AudioError(row.location, f"this row and {MAX_REPLACEMENTS} replacements from its bucket failed")
 
-    def _bucket_members(self, bucket: int) -> np.ndarray:
-        """Indices of the rows of a bucket (all at least as long as its length)."""
+    def _bucket_members(self, bucket: int, length: int) -> np.ndarray:
+        """Indices of the rows of a bucket with at least ``length`` samples (all of them without padding)."""
         if bucket not in self._members:
-            self._members[bucket] = np.flatnonzero(self.plan.assignment == bucket)
-        return self._members[bucket]
+            members = np.flatnonzero(self.plan.assignment == bucket)
+            self._members[bucket] = members[np.argsort(self.rows.num_samples[members], kind="stable")]
+        members = self._members[bucket]
+        return members[np.searchsorted(self.rows.num_samples[members], length, side="left") :]
 
-    def _crop(self, row: ManifestRow, planned: PlannedBatch, slot: int) -> np.ndarray:
-        """A row decoded, normalized over the whole utterance, and cropped to the batch's length."""
+    def _crop(self, row: ManifestRow, planned: PlannedBatch, slot: int, length: int) -> np.ndarray:
+        """A row decoded, normalized over the whole utterance, and cropped to ``length`` samples."""
         waveform = read_audio(row)
         if self.normalize:
             waveform = normalize(waveform)
-        room = len(waveform) - planned.length
+        room = len(waveform) - length
         if room < 0:
             # The scan checked the header against the manifest; the file changed since.
             raise AudioError(row.location, f"{len(waveform)} samples, fewer than the manifest's {row.num_samples}")
@@ -182,7 +207,20 @@ class LoadBatch:
         if self.rand_crop and room > 0:
             rng = np.random.default_rng([self.seed, self.crop_stream, planned.epoch, planned.index, slot])
             offset = int(rng.integers(0, room + 1))
-        return waveform[offset : offset + planned.length]
+        return waveform[offset : offset + length]
+
+
+class FramesOf:
+    """Picklable samples -> frames of the conv extractor (numpy; the workers do not import jax or flax)."""
+
+    def __init__(self, conv_layers: Sequence[Sequence[int]]) -> None:
+        self.layers = [(int(kernel), int(stride)) for _, kernel, stride in conv_layers]
+
+    def __call__(self, samples: np.ndarray | int) -> np.ndarray:
+        frames = np.asarray(samples, dtype=np.int64)
+        for kernel, stride in self.layers:
+            frames = np.maximum((frames - kernel) // stride + 1, 0)
+        return frames
 
 
 class BatchIterator(Iterator[tuple[int, Batch]]):
@@ -250,9 +288,6 @@ class TrainingData:
         progress: bool = True,
         single_pass: bool = False,
     ) -> None:
-        # The extractor module imports flax; importing it here keeps flax out of the spawned workers.
-        from spidr_jax.models.extractor import conv_output_lengths  # noqa: PLC0415
-
         check_data_config(data_cfg)
         if seed < 0:
             raise ValueError(f"the data seed must be >= 0, got {seed}")
@@ -261,9 +296,7 @@ class TrainingData:
             raise ValueError(f"num_data_shards ({num_data_shards}) must be a positive multiple of {process_count=}")
         conv_layers = model_cfg.extractor_conv_layer_config
         stride = int(np.prod([layer[2] for layer in conv_layers]))
-
-        def frames_of(length: int) -> int:
-            return int(conv_output_lengths(length, conv_layers))
+        frames_of = FramesOf(conv_layers)
 
         # Rows too short for one frame at the shortest bucket length cannot be trained on; drop them as too short.
         shortest = stride
@@ -298,7 +331,7 @@ class TrainingData:
                 drop_last=data_cfg.drop_last,
             )
         self.shapes = [(bucket.global_batch, bucket.length) for bucket in self.buckets.buckets]
-        self.frames = {length: frames_of(length) for length in self.buckets.lengths}
+        self.frames = {length: int(frames_of(length)) for length in self.buckets.lengths}
         self.num_workers = data_cfg.num_workers
         self.prefetch = data_cfg.prefetch_factor
         self._load = LoadBatch(
@@ -306,11 +339,13 @@ class TrainingData:
             self.plan,
             masking_cfg,
             frames=self.frames,
+            frames_of=frames_of,
             channels=model_cfg.encoder_embed_dim,
             seed=seed,
             streams=VALIDATION_STREAMS if single_pass else TRAIN_STREAMS,
             normalize=data_cfg.normalize,
             rand_crop=data_cfg.rand_crop,
+            pad=data_cfg.enable_padding,
             process_index=process_index,
             process_count=process_count,
         )

@@ -114,7 +114,9 @@ class TrainingRun:
         if self.data.buckets.crop_fraction > CROP_WARNING:
             self.say(
                 f"warning: {self.data.buckets.crop_fraction:.0%} of the audio is cropped away to the bucket lengths; "
-                "raise data.num_static_shapes to keep more of it"
+                "raise data.num_static_shapes"
+                + ("" if cfg.data.enable_padding else " or set data.enable_padding=true")
+                + " to keep more of it"
             )
         self.validation = {
             name: validation_batches(
@@ -164,7 +166,10 @@ class TrainingRun:
         """The shapes (and shardings) of the data's batches, one entry per batch shape."""
         channels = self.cfg.model.encoder_embed_dim if self.cfg.masking.mask_channel_prob > 0 else None
         return [
-            abstract_batch(batch_size, samples, self.data.frames[samples], self.mesh, channels=channels)
+            abstract_batch(
+                batch_size, samples, self.data.frames[samples], self.mesh, channels=channels,
+                padded=self.cfg.data.enable_padding,
+            )  # fmt: skip
             for batch_size, samples in self.data.shapes
         ]
 
