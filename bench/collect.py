@@ -3,7 +3,8 @@
     python bench/collect.py RESULTS_DIR
 
 Reads what the parts left there (each may be missing when its part ran out of time): `step.jsonl` (one line per
-side, from bench/step_speed.py --json), `extract.jsonl` (bench/extract_speed.py --json) and `parts.jsonl` (exit
+side, from bench/step_speed.py --json), `step_cudnn.jsonl` (ours with run.attention=cudnn), `compile.jsonl`
+(bench/compile_time.py, unrolled layers), `extract.jsonl` (bench/extract_speed.py --json) and `parts.jsonl` (exit
 status, wall time, limit and last output line of every part). Writes `summary.json` (the JSON line) and
 `table.md` next to them and prints both. Also holds the table of device peak rates that MFU is computed against.
 """
@@ -95,6 +96,9 @@ def summarize(folder: Path) -> dict[str, Any]:
             out["step"]["speedup"] = reference["median_s"] / ours["median_s"]
     if extracts:
         out["extract"] = extracts[-1]
+    cudnn = read_lines(folder / "step_cudnn.jsonl")
+    if cudnn:
+        out["step_cudnn"] = {"jax_ms": cudnn[-1]["median_s"] * 1e3, "jax_compile_s": cudnn[-1]["compile_s"]}
     unrolled = read_lines(folder / "compile.jsonl")
     if unrolled:
         out["compile_unrolled_s"] = unrolled[-1]["compile_s"][0] + unrolled[-1]["lower_s"][0]
@@ -118,6 +122,10 @@ def table(summary: dict[str, Any]) -> str:
             rows.append(("step compile time", f"{step['jax_compile_s']:.1f} s", "", note))
         if "compile_unrolled_s" in summary:
             rows.append(("step compile time, unrolled layers", f"{summary['compile_unrolled_s']:.1f} s", "", ""))
+        cudnn = summary.get("step_cudnn")
+        if cudnn:
+            note = f"run.attention=cudnn (teacher; the student has attention dropout), compiled in {cudnn['jax_compile_s']:.0f} s"
+            rows.append(("train step, cuDNN attention", f"{cudnn['jax_ms']:.0f} ms", "", note))
         if "mfu_datasheet" in step:
             rows.append(("MFU (data-sheet peak)", f"{step['mfu_datasheet']:.1%}", "", ""))
     extract = summary.get("extract")

@@ -9,6 +9,8 @@
 #   parity_bf16   tests/test_mixed_precision.py's bf16 run against the reference's float32 run, JAX on the GPU
 #                 (the bf16 tolerances: loss rtol 2e-3, grad norm 5e-2, perplexities 3e-2 and 1e-3)
 #   parity_f32    tests/test_model_parity.py's small variants, JAX on the GPU, at its float32 tolerance
+#   step_cudnn    only with 100 s or more of the 8 left: step_jax with run.attention=cudnn (cuDNN's fused kernel
+#                 where attention has no dropout: the teacher), to choose run.attention=auto's kernel on GPUs
 #   compile_unroll  only with a minute or more of the 8 left: the same step compiled with unrolled layers
 #                 (bench/compile_time.py), against step_jax's compilation with scanned ones (run.layer_loop=auto)
 # The table and the JSON line are printed after the step parts (so a run cut short still reports the step) and at
@@ -111,6 +113,12 @@ part parity_bf16 env JAX_PLATFORMS="$jax_cuda" "$py" -m pytest -q -p no:cachepro
   tests/test_mixed_precision.py -k bfloat16_run_stays_close
 part parity_f32 env JAX_PLATFORMS="$jax_cuda" "$py" -m pytest -q -p no:cacheprovider "${pytest_mode[@]}" \
   tests/test_model_parity.py -k small_variants
+left=$((${TOTAL_LIMIT:-480} - ($(date +%s) - begin) - 15))
+if ((left >= 100)) && [[ $smoke == 0 ]]; then  # cuDNN needs the GPU
+  limit[step_cudnn]=$((left < 150 ? left : 150))
+  part step_cudnn "$py" bench/step_speed.py --side jax --attention cudnn "${step_args[@]}" \
+    --json "$out/step_cudnn.jsonl"
+fi
 left=$((${TOTAL_LIMIT:-480} - ($(date +%s) - begin) - 15))
 if ((left >= 60)); then
   limit[compile_unroll]=$left

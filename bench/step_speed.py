@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 # configs/tiny.py's model (about 0.8 M parameters): for smoke runs and quick suites on a CPU.
@@ -157,6 +158,7 @@ def device_peak_memory() -> tuple[int | None, str]:
 def jax_step(args: argparse.Namespace, batch: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
     """Per-step seconds of the compiled JAX training step (all local devices), its compile time and FLOPs."""
     from spidr_jax.config import DinoSRConfig, OptimizerConfig, SpidRConfig
+    from spidr_jax.models.attention_kernel import attention_kernel
     from spidr_jax.models.layer_stack import LayerExecution
     from spidr_jax.sharding import data_mesh, replicated
     from spidr_jax.train.state import init_model, new_train_state
@@ -169,6 +171,7 @@ def jax_step(args: argparse.Namespace, batch: tuple[np.ndarray, np.ndarray]) -> 
     mesh = data_mesh()
     network = init_model(cfg, opt, seed=0)
     network.set_layer_execution(LayerExecution.from_config(args.layer_loop, args.remat, jax.default_backend()))
+    network.set_attention_kernel(attention_kernel(args.attention, jax.default_backend(), jnp.dtype(args.dtype)))
     split, state = new_train_state(network, opt, seed=0)
     sharding = replicated(mesh, state)
     state = jax.device_put(state, sharding)
@@ -276,6 +279,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--xla-conv-grad", action="store_true", help="XLA's grouped-conv weight gradient")
     parser.add_argument("--layer-loop", choices=["auto", "scan", "unroll"], default="auto", help="as run.layer_loop")
     parser.add_argument("--remat", choices=["none", "layer", "dots"], default="none", help="as run.remat")
+    parser.add_argument("--attention", choices=["auto", "xla", "cudnn"], default="auto", help="as run.attention")
     parser.add_argument(
         "--torch-compile",
         choices=["auto", "static", "dynamic", "eager"],
@@ -310,6 +314,7 @@ def main() -> None:
     ours = None
     if args.side in ("both", "jax"):
         variant_fields = {"xla_conv_grad": args.xla_conv_grad, "layer_loop": args.layer_loop, "remat": args.remat}
+        variant_fields["attention"] = args.attention
         ours = summarize(jax_step(args, batch), audio) | shape | variant_fields
         emit(args.json, ours)
         print(f"  spidr_jax{variant}: {ours['median_s'] * 1e3:.0f} ms/step", flush=True)

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from spidr_jax.cli_errors import exit_on_error
+from spidr_jax.config.model import ConfigError
 from spidr_jax.data.audio import AudioError
 from spidr_jax.data.manifest import ManifestError
 from spidr_jax.extraction import ExtractionError, ExtractionOptions, log, run_extraction
@@ -39,6 +40,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--on-error", choices=["continue", "stop"], default="continue", help="on a bad audio file")
     parser.add_argument("--no-normalize", action="store_true", help="skip per-utterance standardization")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype")
+    parser.add_argument(
+        "--attention", choices=["auto", "xla", "cudnn"], default="auto",
+        help="attention kernel: cudnn needs an NVIDIA GPU and --dtype bfloat16",
+    )  # fmt: skip
     parser.add_argument("--batch-seconds", type=float, default=200.0, help="audio per batch (all devices)")
     parser.add_argument("--max-batch-size", type=int, default=64, help="utterances per batch at most")
     parser.add_argument("--max-shapes", type=int, default=8, help="padded lengths (compilations) at most")
@@ -60,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         before_residual=not args.after_residual,
         stop_on_error=args.on_error == "stop",
         dtype=args.dtype,
+        attention=args.attention,
         batching=Batching(
             normalize=not args.no_normalize,
             batch_seconds=args.batch_seconds,
@@ -69,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         progress=not args.quiet and processes.count == 1,  # several progress bars would interleave
         overwrite=args.overwrite,
     )
-    with exit_on_error((AudioError, ManifestError, ExtractionError)):
+    with exit_on_error((AudioError, ManifestError, ExtractionError, ConfigError)):
         summary = run_extraction(Path(args.checkpoint), Path(args.manifest), Path(args.output), options, processes)
     log(processes, summary.describe())
     if summary.merged:

@@ -24,6 +24,7 @@ from spidr_jax.extraction_processes import Processes, split_rows
 from spidr_jax.extraction_settings import ExtractionSettings, prepare_output
 from spidr_jax.inference import Batching, OutputFunction, features_at, model_outputs, plan
 from spidr_jax.models import DinoSR
+from spidr_jax.models.attention_kernel import attention_kernel
 from spidr_jax.pretrained import is_training_workdir, model_from_tree, read_pretrained, read_workdir
 from spidr_jax.progress import make_progress
 
@@ -37,6 +38,7 @@ class ExtractionOptions:
     before_residual: bool = True
     stop_on_error: bool = False
     dtype: str = "float32"
+    attention: str = "auto"  # the attention kernel (spidr_jax.models.attention_kernel); same numbers
     batching: Batching = field(default_factory=Batching)
     progress: bool = True
     overwrite: bool = False  # delete an earlier extraction's outputs (other settings allowed)
@@ -164,6 +166,8 @@ def run_extraction(
     check_unique(rows, manifest)
     model, kind, step = load_checkpoint(checkpoint.resolve(), options.dtype)  # Orbax wants absolute paths
     check_layer(model, options.layer, units=options.units)
+    kernel = attention_kernel(options.attention, jax.default_backend(), jnp.dtype(options.dtype), field="--attention")
+    model.set_attention_kernel(kernel)
     prepare(output, settings_of(checkpoint, model, kind, step, options), options, processes)
     summary = ExtractionSummary()
     failure: ExtractionError | None = None

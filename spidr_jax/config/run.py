@@ -36,6 +36,9 @@ class RunConfig:
     # in the same time and unrolled layers step faster. `remat` trades activation memory for recomputation.
     layer_loop: Literal["auto", "scan", "unroll"] = "auto"
     remat: Literal["none", "layer", "dots"] = "none"
+    # Not in the reference: the kernel of attention without dropout (spidr_jax/models/attention_kernel.py);
+    # "cudnn" needs an NVIDIA GPU and bf16/fp16, "auto" is XLA's.
+    attention: Literal["auto", "xla", "cudnn"] = "auto"
 
 
 @dataclass(frozen=True)

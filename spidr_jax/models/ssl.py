@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from spidr_jax.config.model import DinoSRConfig, SpidRConfig
+from spidr_jax.models.attention_kernel import AttentionKernel
 from spidr_jax.models.blocked_attention import TransformerBlocks
 from spidr_jax.models.chunked_extractor import ExtractorChunks
 from spidr_jax.models.codebooks import Codebooks
@@ -91,6 +92,12 @@ class DinoSR(nnx.Module):
                 module.blocks = transformer
             if extractor is not None and isinstance(module, FeatureExtractor):
                 module.chunks = extractor
+
+    def set_attention_kernel(self, kernel: AttentionKernel) -> None:
+        """Which kernel computes attention without dropout ("xla" or "cudnn", see attention_kernel); same numbers."""
+        for _, module in nnx.iter_graph(self):
+            if isinstance(module, SelfAttention):
+                module.kernel = kernel
 
     def set_layer_execution(self, execution: LayerExecution) -> None:
         """How the student's and the teacher's layers run (scanned or unrolled, rematerialization); same numbers."""

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from spidr_jax.config.model import DinoSRConfig
+from spidr_jax.models.attention_kernel import AttentionKernel
 from spidr_jax.models.blocked_attention import TransformerBlocks, blocked_attention, map_frames
 from spidr_jax.models.layer_stack import LayerExecution, run_layer_stack
 from spidr_jax.models.layers import LayerNorm, Linear, dropout, gelu, transformer_linear_init, xavier_uniform
@@ -27,6 +28,7 @@ class SelfAttention(nnx.Module):
     ) -> None:
         self.embed_dim, self.num_heads, self.dropout_rate, self.dtype = embed_dim, num_heads, dropout_rate, dtype
         self.blocks = TransformerBlocks()
+        self.kernel: AttentionKernel = "xla"  # where no dropout applies (spidr_jax.models.attention_kernel)
         zeros = jax.nn.initializers.zeros
         self.qkv = Linear(
             embed_dim,
@@ -50,8 +52,9 @@ class SelfAttention(nnx.Module):
         if (deterministic or self.dropout_rate <= 0) and self.blocks.applies(frames):
             out = blocked_attention(q, k, v, key_mask, self.blocks)
         elif deterministic or self.dropout_rate <= 0:
-            mask = None if key_mask is None else key_mask[:, None, None, :]
-            out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+            # key_mask is a length mask (valid frames first): the kernels take the lengths.
+            lengths = None if key_mask is None else jnp.sum(key_mask, axis=1, dtype=jnp.int32)
+            out = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths, implementation=self.kernel)
         else:
             out = self._attention_with_dropout(q, k, v, key_mask, rngs)
         return self.proj(out.reshape(batch, frames, self.embed_dim))

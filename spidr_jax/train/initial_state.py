@@ -6,6 +6,7 @@ import jax
 from jax.sharding import Mesh
 
 from spidr_jax.config.run import Config
+from spidr_jax.models.attention_kernel import attention_kernel
 from spidr_jax.models.layer_stack import LayerExecution
 from spidr_jax.pretrained import load_pretrained
 from spidr_jax.sharding import put_replicated, replicated
@@ -29,6 +30,8 @@ def initial_train_state(cfg: Config, mesh: Mesh, checkpoints: RunCheckpoints) ->
         model = init_model(cfg.model, cfg.optimizer, seed)
         origin = "fresh"
     model.set_layer_execution(LayerExecution.from_config(cfg.run.layer_loop, cfg.run.remat, jax.default_backend()))
+    dtype = COMPUTE_DTYPES[cfg.optimizer.dtype]
+    model.set_attention_kernel(attention_kernel(cfg.run.attention, jax.default_backend(), dtype))
     split, state = new_train_state(model, cfg.optimizer, seed)
     sharding = replicated(mesh, state)
     if resuming:
