@@ -136,7 +136,7 @@ class LoadBatch:
         self.rand_crop = rand_crop
         self.process_index = process_index
         self.process_count = process_count
-        self._members: dict[int, np.ndarray] = {}  # per bucket, by length
+        self._members: dict[int, np.ndarray] = {}
 
     def __call__(self, step: int) -> tuple[int, Batch]:
         """``(step, batch)``: the rows of global batch ``step`` that this process loads, and their masks."""
@@ -189,10 +189,9 @@ class LoadBatch:
     def _bucket_members(self, bucket: int, length: int) -> np.ndarray:
         """Indices of the rows of a bucket with at least ``length`` samples (all of them without padding)."""
         if bucket not in self._members:
-            members = np.flatnonzero(self.plan.assignment == bucket)
-            self._members[bucket] = members[np.argsort(self.rows.num_samples[members], kind="stable")]
+            self._members[bucket] = np.flatnonzero(self.plan.assignment == bucket)
         members = self._members[bucket]
-        return members[np.searchsorted(self.rows.num_samples[members], length, side="left") :]
+        return members[self.rows.num_samples[members] >= length] if self.pad else members  # only on a failure
 
     def _crop(self, row: ManifestRow, planned: PlannedBatch, slot: int, length: int) -> np.ndarray:
         """A row decoded, normalized over the whole utterance, and cropped to ``length`` samples."""
