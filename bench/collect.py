@@ -124,7 +124,8 @@ def table(summary: dict[str, Any]) -> str:
             rows.append(("step compile time, unrolled layers", f"{summary['compile_unrolled_s']:.1f} s", "", ""))
         cudnn = summary.get("step_cudnn")
         if cudnn:
-            note = f"run.attention=cudnn (teacher; the student has attention dropout), compiled in {cudnn['jax_compile_s']:.0f} s"
+            note = "run.attention=cudnn (the teacher; the student has attention dropout)"
+            note += f", compiled in {cudnn['jax_compile_s']:.0f} s"
             rows.append(("train step, cuDNN attention", f"{cudnn['jax_ms']:.0f} ms", "", note))
         if "mfu_datasheet" in step:
             rows.append(("MFU (data-sheet peak)", f"{step['mfu_datasheet']:.1%}", "", ""))

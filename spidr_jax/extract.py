@@ -22,6 +22,7 @@ from spidr_jax.data.manifest import ManifestError
 from spidr_jax.extraction import ExtractionError, ExtractionOptions, log, run_extraction
 from spidr_jax.extraction_processes import join_processes
 from spidr_jax.inference import Batching
+from spidr_jax.train.runtime import enable_compilation_cache
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with exit_on_error((ValueError,)):  # a malformed launcher variable
         processes = join_processes()  # before anything touches a device
+    enable_compilation_cache()  # a second extraction with the same shapes compiles nothing
     options = ExtractionOptions(
         layer=args.layer,
         units=args.units,

@@ -14,8 +14,8 @@ from flax import nnx
 from spidr_jax.config.model import ConfigError
 from spidr_jax.models.attention_kernel import attention_kernel
 from spidr_jax.models.transformer import SelfAttention
-from tests.train_cli import ROOT, TINY
 from tests.tone_corpus import write_tone_corpus
+from tests.train_cli import ROOT, TINY
 
 
 @pytest.mark.parametrize("platform", ["cpu", "gpu", "tpu"])
@@ -31,7 +31,7 @@ def test_cudnn_only_on_gpus_in_16_bits():
         attention_kernel("cudnn", "tpu", jnp.bfloat16)
     with pytest.raises(ConfigError, match=r"^--attention='cudnn' needs bfloat16 or float16 compute, not float32$"):
         attention_kernel("cudnn", "gpu", jnp.float32, field="--attention")
-    with pytest.raises(ConfigError, match="run.attention must be"):
+    with pytest.raises(ConfigError, match=r"run\.attention must be"):
         attention_kernel("flash", "gpu", jnp.bfloat16)
 
 
@@ -49,8 +49,9 @@ def test_the_padded_keys_are_left_out_by_length():
 def test_training_with_cudnn_on_a_cpu_stops_in_one_line(tmp_path):
     (tmp_path / "train.csv").write_text("\n".join(write_tone_corpus(tmp_path, 4)) + "\n")
     result = subprocess.run(
-        [sys.executable, "-m", "spidr_jax.train", f"--config={TINY}", f"--config.data.manifest={tmp_path / 'train.csv'}",
-         f"--config.run.workdir={tmp_path / 'run'}", "--config.run.attention=cudnn"],
+        [sys.executable, "-m", "spidr_jax.train", f"--config={TINY}",
+         f"--config.data.manifest={tmp_path / 'train.csv'}", f"--config.run.workdir={tmp_path / 'run'}",
+         "--config.run.attention=cudnn"],
         cwd=ROOT, env=os.environ | {"JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
         timeout=300, check=False,
     )  # fmt: skip

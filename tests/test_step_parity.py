@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from spidr_jax.config import DinoSRConfig, OptimizerConfig, SpidRConfig
+from spidr_jax.models.extractor import conv_output_lengths
 from spidr_jax.models.layer_stack import LayerExecution
 from tests.reference import SMALL, reference_model
 from tests.step_harness import jax_train
-from spidr_jax.models.extractor import conv_output_lengths
 from tests.train_reference import dense_mask, random_batches, random_padded_batches, reference_train
 
 NO_DROPOUT = {"encoder_dropout": 0.0, "encoder_attention_dropout": 0.0, "encoder_layer_drop": 0.0}

@@ -170,9 +170,7 @@ class LoadBatch:
             batch[BAD_AUDIO] = failures
         return step, batch
 
-    def _load_slot(
-        self, planned: PlannedBatch, slot: int, length: int, failures: list[tuple[str, str]]
-    ) -> np.ndarray:
+    def _load_slot(self, planned: PlannedBatch, slot: int, length: int, failures: list[tuple[str, str]]) -> np.ndarray:
         """``length`` samples for batch slot ``slot``: its row, or a deterministic stand-in if that fails to decode."""
         index = int(planned.rows[slot])
         for attempt in range(MAX_REPLACEMENTS + 1):
@@ -216,6 +214,7 @@ class FramesOf:
         self.layers = [(int(kernel), int(stride)) for _, kernel, stride in conv_layers]
 
     def __call__(self, samples: np.ndarray | int) -> np.ndarray:
+        """Frames of waveforms of `samples` samples (array or int)."""
         frames = np.asarray(samples, dtype=np.int64)
         for kernel, stride in self.layers:
             frames = np.maximum((frames - kernel) // stride + 1, 0)

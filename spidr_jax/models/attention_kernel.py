@@ -13,7 +13,6 @@ import jax.numpy as jnp
 
 from spidr_jax.config.model import ConfigError
 
-AttentionSetting = Literal["auto", "xla", "cudnn"]
 AttentionKernel = Literal["xla", "cudnn"]
 CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
 

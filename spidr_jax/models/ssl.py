@@ -97,7 +97,7 @@ class DinoSR(nnx.Module):
         """Which kernel computes attention without dropout ("xla" or "cudnn", see attention_kernel); same numbers."""
         for _, module in nnx.iter_graph(self):
             if isinstance(module, SelfAttention):
-                module.kernel = kernel
+                module.implementation = kernel
 
     def set_layer_execution(self, execution: LayerExecution) -> None:
         """How the student's and the teacher's layers run (scanned or unrolled, rematerialization); same numbers."""

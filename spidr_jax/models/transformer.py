@@ -28,7 +28,7 @@ class SelfAttention(nnx.Module):
     ) -> None:
         self.embed_dim, self.num_heads, self.dropout_rate, self.dtype = embed_dim, num_heads, dropout_rate, dtype
         self.blocks = TransformerBlocks()
-        self.kernel: AttentionKernel = "xla"  # where no dropout applies (spidr_jax.models.attention_kernel)
+        self.implementation: AttentionKernel = "xla"  # where no dropout applies (models.attention_kernel)
         zeros = jax.nn.initializers.zeros
         self.qkv = Linear(
             embed_dim,
@@ -54,7 +54,9 @@ class SelfAttention(nnx.Module):
         elif deterministic or self.dropout_rate <= 0:
             # key_mask is a length mask (valid frames first): the kernels take the lengths.
             lengths = None if key_mask is None else jnp.sum(key_mask, axis=1, dtype=jnp.int32)
-            out = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths, implementation=self.kernel)
+            out = jax.nn.dot_product_attention(
+                q, k, v, key_value_seq_lengths=lengths, implementation=self.implementation
+            )
         else:
             out = self._attention_with_dropout(q, k, v, key_mask, rngs)
         return self.proj(out.reshape(batch, frames, self.embed_dim))

@@ -165,11 +165,9 @@ class TrainingRun:
     def abstract_batches(self) -> list[dict[str, jax.ShapeDtypeStruct]]:
         """The shapes (and shardings) of the data's batches, one entry per batch shape."""
         channels = self.cfg.model.encoder_embed_dim if self.cfg.masking.mask_channel_prob > 0 else None
+        padded = self.cfg.data.enable_padding  # batches carry their rows' lengths
         return [
-            abstract_batch(
-                batch_size, samples, self.data.frames[samples], self.mesh, channels=channels,
-                padded=self.cfg.data.enable_padding,
-            )  # fmt: skip
+            abstract_batch(batch_size, samples, self.data.frames[samples], self.mesh, channels=channels, padded=padded)
             for batch_size, samples in self.data.shapes
         ]
 

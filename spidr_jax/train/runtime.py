@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import jax
@@ -43,13 +44,17 @@ def initialize_distributed() -> None:
 
 
 def enable_compilation_cache(directory: str | Path | None = None) -> Path:
-    """Persist compiled steps across runs (restarts and resumes compile nothing they compiled before).
+    """Persist compiled programs across runs (restarts and resumes compile nothing they compiled before).
 
-    The directory is `$SPIDR_JAX_COMPILATION_CACHE`, else `~/.cache/spidr_jax/jax`.
+    The directory is `$SPIDR_JAX_COMPILATION_CACHE`, else `~/.cache/spidr_jax/jax`. Every program is kept, the
+    small ones too: the model's initialization compiles one per parameter shape (about 5 s of a start otherwise).
     """
     default = os.environ.get("SPIDR_JAX_COMPILATION_CACHE") or Path.home() / ".cache" / "spidr_jax" / "jax"
     path = Path(directory or default).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    # A program that cannot be written (a full disk) or read back (an entry cut short by one) is compiled again:
+    # no cause for a warning; a full disk gets its own one-line error where it matters (checkpoints, outputs).
+    warnings.filterwarnings("ignore", message="Error (writing|reading) persistent compilation cache entry")
     return path
