@@ -31,6 +31,7 @@ from spidr_jax.train.runtime import enable_compilation_cache, initialize_distrib
 from spidr_jax.train.signals import StopSignals
 from spidr_jax.train.step import StepDefinition, compile_train_step
 from spidr_jax.train.step_executables import StepExecutables
+from spidr_jax.train.steps_in_flight import StepsInFlight
 from spidr_jax.train.tensorboard import MetricAverages, MetricsWriter
 from spidr_jax.train.units_report import UnitsMonitor
 from spidr_jax.train.workdir import abstract_batch, global_batch, local_workdir, prepare_workdir
@@ -199,12 +200,14 @@ class TrainingRun:
             make_progress(disable=not self.progress) as bar,
         ):
             task = bar.add_task("training", total=max_steps, completed=self.start_step, status="")
+            in_flight = StepsInFlight()  # the next batch goes to the devices while they compute this step
             for step, host_batch in read_batches(batches):
                 if step >= max_steps:
                     break
                 self.decode_failures.add(step, len(host_batch["waveforms"]), host_batch.get(BAD_AUDIO))
                 batch = global_batch(host_batch, self.mesh)
                 metrics = self.train_step(step, batch)
+                in_flight.dispatched(metrics["loss"])
                 rows, samples = batch["waveforms"].shape
                 self.averages.add(metrics | {"batch_size": rows, "audio_seconds": rows * samples / SAMPLE_RATE})
                 done = result.final_step = step + 1
