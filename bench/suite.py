@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # Both frameworks share the device: JAX must not take most of its memory up front.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -36,6 +36,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import step_speed
+
+if TYPE_CHECKING:
+    from spidr_jax.config import DataConfig
 
 SAMPLE_RATE = 16_000
 PARTS = ("step", "buckets", "compile", "pipeline", "extraction")
@@ -87,16 +90,37 @@ def bucket_figures(rows: int, num_data_shards: int) -> tuple[dict[str, Any], lis
         "padding_fraction": stats.padding_fraction,
     }
     # The same rows with data.enable_padding: each row padded up or cropped down, whichever wastes less.
-    padded = plan_buckets(
-        lengths, replace(cfg, enable_padding=True), num_data_shards=num_data_shards, num_shapes=cfg.num_static_shapes
-    )
-    figures["padded"] = {
-        "lengths": padded.lengths,
-        "crop_fraction": padded.crop_fraction,
-        "padding_fraction": padded.padding_fraction,
-        "padded_of_audio": padded.padded_samples / padded.capped_samples,
+    figures["padded"] = waste_figures(lengths, replace(cfg, enable_padding=True), num_data_shards)
+    # Short prompts beside long files, with the demo's 2 shapes and the default 8, cropped and padded.
+    prompts = prompts_and_long_files()
+    figures["prompts_and_long_files"] = {
+        f"{count} shapes, {'padded' if padding else 'cropped'}": waste_figures(
+            prompts, replace(cfg, enable_padding=padding, num_static_shapes=count), num_data_shards
+        )
+        for count in (2, 8)
+        for padding in (False, True)
     }
     return figures, shapes
+
+
+def prompts_and_long_files(seed: int = 0) -> np.ndarray:
+    """Lengths in samples: 400 prompts of 0.2-2 s beside 600 files lognormal around 20 s, within 2-60 s."""
+    rng = np.random.default_rng(seed)
+    seconds = np.concatenate([rng.uniform(0.2, 2, 400), rng.lognormal(np.log(20), 0.6, 600).clip(2, 60)])
+    return (seconds * SAMPLE_RATE).astype(np.int64)
+
+
+def waste_figures(lengths: np.ndarray, cfg: DataConfig, num_data_shards: int) -> dict[str, Any]:
+    """The static lengths planned for `lengths` under `cfg`, and the audio they crop and pad."""
+    from spidr_jax.data.buckets import plan_buckets
+
+    stats = plan_buckets(lengths, cfg, num_data_shards=num_data_shards, num_shapes=cfg.num_static_shapes)
+    return {
+        "lengths": stats.lengths,
+        "crop_fraction": stats.crop_fraction,
+        "padding_fraction": stats.padding_fraction,
+        "padded_of_audio": stats.padded_samples / stats.capped_samples,
+    }
 
 
 def step_figures(args: argparse.Namespace) -> dict[str, Any]:
@@ -289,6 +313,9 @@ def table(results: dict[str, Any]) -> str:
             label = f"data.enable_padding: cropped / padded, {len(padded['lengths'])} shapes"
             text = f"{padded['crop_fraction']:.2%} / {padded['padding_fraction']:.2%}"
             rows.append((label, text, "", "padding: of the batches' samples"))
+        for case, waste in buckets.get("prompts_and_long_files", {}).items():
+            text = f"{waste['crop_fraction']:.2%} / {waste['padding_fraction']:.2%}"
+            rows.append((f"prompts beside long files, {case}: cropped / padded", text, "", ""))
     for entry in results.get("pipeline", {}).get("by_workers", []):
         label = f"input pipeline, {entry['num_workers']} workers, audio s/s"
         if "error" in entry:

@@ -145,11 +145,12 @@ class LoadBatch:
         first = self.process_index * local
         # Each row's samples in the batch: its bucket length, or its own length where it is padded.
         lengths = np.minimum(self.rows.num_samples[planned.rows], planned.length)
-        waveforms = np.zeros((local, planned.length), dtype=np.float32)
+        waveforms = np.empty((local, planned.length), dtype=np.float32)
         failures: list[tuple[str, str]] = []
         for i in range(local):
             slot = first + i
             waveforms[i, : lengths[slot]] = self._load_slot(planned, slot, int(lengths[slot]), failures)
+            waveforms[i, lengths[slot] :] = 0.0  # the padding (none without data.enable_padding)
         # The whole global batch's masks, so that every process draws the same ones; then this process's rows.
         rng = np.random.default_rng([self.seed, self.mask_stream, step])
         num_frames = self.frames[planned.length]
@@ -265,7 +266,7 @@ class TrainingData:
 
     Attributes:
         scan: the usable rows and the bad ones, for the caller to report (`spidr_jax.data.scan.format_problems`).
-        buckets: the shapes and their crop waste (``buckets.describe()``).
+        buckets: the shapes and the audio they crop and pad (``buckets.describe()``).
         plan: the global batch plan.
         shapes: ``(global batch, samples)`` of every bucket, for ahead-of-time compilation.
         frames: frames of every bucket length.

@@ -29,6 +29,6 @@ def attention_kernel(setting: str, platform: str, dtype: jnp.dtype, *, field: st
         raise ConfigError(f"{field} must be 'auto', 'xla' or 'cudnn', got {setting!r}")
     if platform != "gpu":
         raise ConfigError(f"{field}='cudnn' needs an NVIDIA GPU; this run's devices are {platform}")
-    if jnp.dtype(dtype) not in [jnp.dtype(d) for d in CUDNN_DTYPES]:
+    if jnp.dtype(dtype) not in CUDNN_DTYPES:
         raise ConfigError(f"{field}='cudnn' needs bfloat16 or float16 compute, not {jnp.dtype(dtype).name}")
     return "cudnn"
