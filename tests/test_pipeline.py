@@ -14,8 +14,9 @@ from absl import flags
 from spidr_jax.config.model import DinoSRConfig
 from spidr_jax.config.run import DataConfig, MaskingConfig
 from spidr_jax.data.audio import normalize, read_audio
+from spidr_jax.data.load_batch import RowTable
 from spidr_jax.data.manifest import ManifestError, ManifestRow
-from spidr_jax.data.pipeline import RowTable, TrainingData, validation_batches
+from spidr_jax.data.pipeline import TrainingData, validation_batches
 from spidr_jax.models.extractor import conv_output_lengths
 
 SR = 16_000

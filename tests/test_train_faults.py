@@ -20,7 +20,8 @@ import pytest
 import soundfile as sf
 
 from spidr_jax.config.cli import parse_config
-from spidr_jax.data.pipeline import BAD_AUDIO, TrainingData
+from spidr_jax.data.load_batch import BAD_AUDIO
+from spidr_jax.data.pipeline import TrainingData
 from spidr_jax.evaluate.plots import read_scalars
 from spidr_jax.pretrained import read_pretrained, read_workdir
 from tests.run_outputs import leaves, logged_steps

@@ -20,7 +20,8 @@ from jax.sharding import Mesh
 
 from spidr_jax.config.run import Config
 from spidr_jax.data.audio import SAMPLE_RATE, AudioError
-from spidr_jax.data.pipeline import BAD_AUDIO, TrainingData, validation_batches
+from spidr_jax.data.load_batch import BAD_AUDIO
+from spidr_jax.data.pipeline import TrainingData, validation_batches
 from spidr_jax.progress import make_progress
 from spidr_jax.sharding import data_mesh, replicated
 from spidr_jax.train.bad_audio import DecodeFailures, TooMuchBadAudioError, report_scan_problems

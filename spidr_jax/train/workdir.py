@@ -11,7 +11,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from spidr_jax.config.loading import config_from_json, config_to_json
 from spidr_jax.config.model import ConfigError
 from spidr_jax.config.run import Config
-from spidr_jax.data.pipeline import BAD_AUDIO
+from spidr_jax.data.load_batch import BAD_AUDIO
 
 CONFIG_FILE = "config.json"
 
