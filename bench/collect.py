@@ -4,7 +4,8 @@
 
 Reads what the parts left there (each may be missing when its part ran out of time): `step.jsonl` (one line per
 side, from bench/step_speed.py --json), `step_cudnn.jsonl` (ours with run.attention=cudnn), `compile.jsonl`
-(bench/compile_time.py, unrolled layers), `extract.jsonl` (bench/extract_speed.py --json) and `parts.jsonl` (exit
+(bench/compile_time.py, unrolled layers), `compile_no_autotune.jsonl` (the same, scanned layers, XLA's autotuning
+off), `extract.jsonl` (bench/extract_speed.py --json) and `parts.jsonl` (exit
 status, wall time, limit and last output line of every part). Writes `summary.json` (the JSON line) and
 `table.md` next to them and prints both. Also holds the table of device peak rates that MFU is computed against.
 """
@@ -99,6 +100,9 @@ def summarize(folder: Path) -> dict[str, Any]:
     cudnn = read_lines(folder / "step_cudnn.jsonl")
     if cudnn:
         out["step_cudnn"] = {"jax_ms": cudnn[-1]["median_s"] * 1e3, "jax_compile_s": cudnn[-1]["compile_s"]}
+    untuned = read_lines(folder / "compile_no_autotune.jsonl")
+    if untuned:
+        out["compile_no_autotune_s"] = untuned[-1]["compile_s"][0] + untuned[-1]["lower_s"][0]
     unrolled = read_lines(folder / "compile.jsonl")
     if unrolled:
         out["compile_unrolled_s"] = unrolled[-1]["compile_s"][0] + unrolled[-1]["lower_s"][0]
@@ -120,6 +124,9 @@ def table(summary: dict[str, Any]) -> str:
         if "jax_compile_s" in step:
             note = "run.layer_loop=auto: scanned on GPUs, unrolled on CPUs"
             rows.append(("step compile time", f"{step['jax_compile_s']:.1f} s", "", note))
+        if "compile_no_autotune_s" in summary:
+            figure = f"{summary['compile_no_autotune_s']:.1f} s"
+            rows.append(("step compile time, autotuning off", figure, "", "--xla_gpu_autotune_level=0"))
         if "compile_unrolled_s" in summary:
             rows.append(("step compile time, unrolled layers", f"{summary['compile_unrolled_s']:.1f} s", "", ""))
         cudnn = summary.get("step_cudnn")

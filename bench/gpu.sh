@@ -11,6 +11,9 @@
 #   parity_f32    tests/test_model_parity.py's small variants, JAX on the GPU, at its float32 tolerance
 #   step_cudnn    only with 100 s or more of the 8 left: step_jax with run.attention=cudnn (cuDNN's fused kernel
 #                 where attention has no dropout: the teacher), to choose run.attention=auto's kernel on GPUs
+#   compile_no_autotune  only with a minute or more of the 8 left: step_jax's step compiled again with XLA's
+#                 autotuning off (--xla_gpu_autotune_level=0, bench/compile_time.py): how much of the compile time
+#                 goes to trying kernels and cuDNN convolution algorithms rather than to the graph's size
 #   compile_unroll  only with a minute or more of the 8 left: the same step compiled with unrolled layers
 #                 (bench/compile_time.py), against step_jax's compilation with scanned ones (run.layer_loop=auto)
 # The table and the JSON line are printed after the step parts (so a run cut short still reports the step) and at
@@ -118,6 +121,12 @@ if ((left >= 100)) && [[ $smoke == 0 ]]; then  # cuDNN needs the GPU
   limit[step_cudnn]=$((left < 150 ? left : 150))
   part step_cudnn "$py" bench/step_speed.py --side jax --attention cudnn "${step_args[@]}" \
     --json "$out/step_cudnn.jsonl"
+fi
+left=$((${TOTAL_LIMIT:-480} - ($(date +%s) - begin) - 15))
+if ((left >= 60)); then
+  limit[compile_no_autotune]=$((left < 150 ? left : 150))
+  part compile_no_autotune env XLA_FLAGS="${XLA_FLAGS:+$XLA_FLAGS }--xla_gpu_autotune_level=0" \
+    "$py" bench/compile_time.py --layers scan --runs 1 "${compile_args[@]}" --json "$out/compile_no_autotune.jsonl"
 fi
 left=$((${TOTAL_LIMIT:-480} - ($(date +%s) - begin) - 15))
 if ((left >= 60)); then
