@@ -29,6 +29,6 @@ setup(
         "torch": ["torch>=2.8"],
         "abx": ["fastabx; python_version >= '3.12'"],
         "plot": ["matplotlib"],
-        "test": ["pytest>=8", "torch>=2.8", "matplotlib"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch>=2.8", "matplotlib"],
     },
 )

@@ -8,3 +8,22 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("SPIDR_JAX_COMPILATION_CACHE", tempfile.mkdtemp(prefix="spidr_jax_test_cache_"))
 
 from tests.slurm_cluster import slurm_cluster  # noqa: F401 (the session fixture of tests/test_slurm.py)
+
+# The slowest modules first: tests/run.sh gives whole modules to two workers, and a long module started last would
+# leave one worker running alone at the end. The others follow in their usual order.
+SLOWEST_MODULES = (
+    "test_multiprocess",
+    "test_slurm",
+    "test_train_run",
+    "test_step_parity",
+    "test_train_faults",
+    "test_evaluate_cli",
+    "test_model_parity",
+    "test_step_sharding",
+)
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Run the slowest modules first (a stable sort: tests keep their order within a module)."""
+    rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs and run it: a virtual environment in .venv with the package, CPU
 # PyTorch 2.13.0 and the reference implementation (spidr 0.2.0, the oracle of the parity tests).
-# Needs only Python >= 3.11, pip and a C compiler. Extra arguments go to pytest (e.g. -k parity, -x).
+# Needs only Python >= 3.11, pip and a C compiler. Extra arguments go to pytest (e.g. -k parity, -x, -n 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,4 +17,6 @@ VENV_PYTHON=.venv/bin/python
 # The reference declares Python >= 3.12 and heavy training extras; its model code runs on 3.11 without them.
 "$VENV_PYTHON" -m pip install --quiet --no-deps --ignore-requires-python "spidr==0.2.0"
 
-exec "$VENV_PYTHON" -m pytest -q "$@"
+# Two workers (pytest-xdist), each taking whole test modules (their module fixtures are built once); -n 0 runs
+# everything in this process.
+exec "$VENV_PYTHON" -m pytest -q --numprocesses="${TEST_WORKERS:-2}" --dist=loadfile --no-loadscope-reorder "$@"

@@ -11,6 +11,7 @@ with a checkpoint (a preemption notice on one host).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -84,6 +85,25 @@ def single_run(manifest, cache, tmp_path_factory) -> Callable[[int], Path]:
             run(train_args(manifest, workdir / "run", 4), cache, workdir / "logs", processes=1, devices=devices)
             done[devices] = workdir / "run"
         return done[devices]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def first_half(manifest, cache, tmp_path_factory) -> Callable[[int, int], tuple[Path, list[Finished]]]:
+    """A 2-step run of P processes x D devices and what each process printed (each layout run once per module).
+
+    Tests resume copies of it: the 2-process, 1-device one serves two tests.
+    """
+    done: dict[tuple[int, int], tuple[Path, list[Finished]]] = {}
+
+    def get(processes: int, devices: int) -> tuple[Path, list[Finished]]:
+        if (processes, devices) not in done:
+            root = tmp_path_factory.mktemp(f"first_{processes}x{devices}")
+            finished = run(train_args(manifest, root / "run", 2), cache, root / "logs", processes=processes,
+                           devices=devices)  # fmt: skip
+            done[processes, devices] = root / "run", finished
+        return done[processes, devices]
 
     return get
 
@@ -165,27 +185,28 @@ def logged_losses(workdir: Path) -> dict[int, float]:
 
 
 @pytest.mark.parametrize("layout", [(2, 1), (2, 2), (4, 1)], ids=["2x1_device", "2x2_devices", "4x1_device"])
-def test_processes_train_as_one(manifest, cache, single_run, tmp_path, layout):
+def test_processes_train_as_one(manifest, cache, single_run, first_half, tmp_path, layout):  # noqa: PLR0917
     processes, devices = layout  # processes, devices per process
     single = single_run(processes * devices)
 
     # 2 steps, then all processes restart and continue to step 4 from their common checkpoint.
-    multi = tmp_path / "multi"
-    first = run(train_args(manifest, multi, 2), cache, tmp_path / "logs_first", processes=processes, devices=devices)
+    stopped, first = first_half(processes, devices)
     assert f"({processes * devices} devices, {processes} processes)" in first[0].stdout
     assert "workdir:" not in first[1].stdout  # only process 0 prints
-    assert (multi / "checkpoints" / "2").is_dir()
+    assert (stopped / "checkpoints" / "2").is_dir()
+    multi = tmp_path / "multi"
+    shutil.copytree(stopped, multi)
     second = run(train_args(manifest, multi, 4), cache, tmp_path / "logs_second", processes=processes, devices=devices)
     assert "resumed" in second[0].stdout
     assert (multi / "checkpoints" / "4").is_dir()
     assert_same_run(single, multi)
 
 
-def test_a_run_resumes_on_another_number_of_processes(manifest, cache, single_run, tmp_path):
+def test_a_run_resumes_on_another_number_of_processes(manifest, cache, single_run, first_half, tmp_path):
     single = single_run(2)
     # Saved by 2 processes of 1 device, resumed by 1 process of 2 devices (the same global batch).
     moved = tmp_path / "moved"
-    run(train_args(manifest, moved, 2), cache, tmp_path / "logs_first", processes=2, devices=1)
+    shutil.copytree(first_half(2, 1)[0], moved)
     second = run(train_args(manifest, moved, 4), cache, tmp_path / "logs_second", processes=1, devices=2)
     assert "resumed" in second[0].stdout
     assert_same_run(single, moved)
