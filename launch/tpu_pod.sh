@@ -79,7 +79,7 @@ on_host() {
   # The process id of this host and the list of hosts come from the TPU VM's metadata server (the source JAX's
   # own Cloud TPU detection reads). Giving them to the trainer as JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
   # JAX_PROCESS_ID makes it call jax.distributed.initialize on every host of the slice
-  # (spidr_jax/train/runtime.py), which multi-host checkpointing needs.
+  # (spidr_jax/runtime.py), which multi-host checkpointing needs.
   local metadata="http://metadata.google.internal/computeMetadata/v1/instance/attributes"
   local worker_id endpoints
   worker_id="$(curl -sf -H 'Metadata-Flavor: Google' "${metadata}/agent-worker-number")" ||

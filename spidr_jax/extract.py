@@ -22,7 +22,7 @@ from spidr_jax.data.manifest import ManifestError
 from spidr_jax.extraction import ExtractionError, ExtractionOptions, log, run_extraction
 from spidr_jax.extraction_processes import join_processes
 from spidr_jax.inference import Batching
-from spidr_jax.train.runtime import enable_compilation_cache
+from spidr_jax.runtime import enable_compilation_cache
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

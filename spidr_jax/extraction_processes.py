@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from spidr_jax.data.manifest import ManifestRow
-from spidr_jax.train.runtime import initialize_distributed
+from spidr_jax.runtime import initialize_distributed
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 if TYPE_CHECKING:
-    from spidr_jax.models.extractor import ConvBlock
+    from spidr_jax.models.conv_block import ConvBlock
 
 
 @dataclass(frozen=True)

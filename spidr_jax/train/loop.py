@@ -23,12 +23,12 @@ from spidr_jax.data.audio import SAMPLE_RATE, AudioError
 from spidr_jax.data.load_batch import BAD_AUDIO
 from spidr_jax.data.pipeline import TrainingData, validation_batches
 from spidr_jax.progress import make_progress
+from spidr_jax.runtime import enable_compilation_cache, initialize_distributed
 from spidr_jax.sharding import data_mesh, replicated
 from spidr_jax.train.bad_audio import DecodeFailures, TooMuchBadAudioError, report_scan_problems
 from spidr_jax.train.checkpoints import RunCheckpoints
 from spidr_jax.train.evaluation import eval_step_function, validate
 from spidr_jax.train.initial_state import initial_train_state
-from spidr_jax.train.runtime import enable_compilation_cache, initialize_distributed
 from spidr_jax.train.signals import StopSignals
 from spidr_jax.train.step import StepDefinition, compile_train_step
 from spidr_jax.train.step_executables import StepExecutables
