@@ -78,7 +78,6 @@ class LoadBatch:
         plan: EpochPlan | SinglePassPlan,
         masking_cfg: MaskingConfig,
         *,
-        frames: dict[int, int],
         frames_of: Callable[[np.ndarray], np.ndarray],
         channels: int,
         seed: int,
@@ -94,7 +93,6 @@ class LoadBatch:
         self.frames_of = frames_of
         self.plan = plan
         self.masks = MaskGenerator(masking_cfg)
-        self.frames = frames
         self.channels = channels if masking_cfg.mask_channel_prob > 0 else None
         self.seed = seed
         self.crop_stream, self.mask_stream = streams
@@ -119,7 +117,7 @@ class LoadBatch:
             waveforms[i, lengths[slot] :] = 0.0  # the padding (none without data.enable_padding)
         # The whole global batch's masks, so that every process draws the same ones; then this process's rows.
         rng = np.random.default_rng([self.seed, self.mask_stream, step])
-        num_frames = self.frames[planned.length]
+        num_frames = int(self.frames_of(planned.length))
         valid = np.asarray(self.frames_of(lengths), dtype=np.int64)
         time_mask, channel_mask = self.masks(
             rng, len(planned.rows), num_frames, channels=self.channels, valid_frames=valid

@@ -166,7 +166,6 @@ class TrainingData:
             RowTable(self.scan.rows),
             self.plan,
             masking_cfg,
-            frames=self.frames,
             frames_of=frames_of,
             channels=model_cfg.encoder_embed_dim,
             seed=seed,
