@@ -5,7 +5,8 @@
 Reads what the parts left there (each may be missing when its part ran out of time): `step.jsonl` (one line per
 side, from bench/step_speed.py --json), `step_cudnn.jsonl` (ours with run.attention=cudnn), `compile.jsonl`
 (bench/compile_time.py, unrolled layers), `compile_no_autotune.jsonl` (the same, scanned layers, XLA's autotuning
-off), `extract.jsonl` (bench/extract_speed.py --json) and `parts.jsonl` (exit
+off), `extract.jsonl` (bench/extract_speed.py --json), `profile/profile.json` (bench/step_profile.py: the
+step's time by kind of operation) and `parts.jsonl` (exit
 status, wall time, limit and last output line of every part). Writes `summary.json` (the JSON line) and
 `table.md` next to them and prints both. Also holds the table of device peak rates that MFU is computed against.
 """
@@ -103,6 +104,15 @@ def summarize(folder: Path) -> dict[str, Any]:
     untuned = read_lines(folder / "compile_no_autotune.jsonl")
     if untuned:
         out["compile_no_autotune_s"] = untuned[-1]["compile_s"][0] + untuned[-1]["lower_s"][0]
+    profile = read_lines(folder / "profile" / "profile.json")
+    if profile:
+        kinds, step_s = profile[-1]["kinds"], profile[-1]["step_s"]
+        out["profile"] = {
+            "step_ms": step_s * 1e3,
+            "busy_share": profile[-1]["busy_s_per_step"] / step_s,
+            "kinds_share": {kind: seconds / step_s for kind, seconds in kinds.items()},
+            "top_operations": profile[-1]["operations"][:10],
+        }
     unrolled = read_lines(folder / "compile.jsonl")
     if unrolled:
         out["compile_unrolled_s"] = unrolled[-1]["compile_s"][0] + unrolled[-1]["lower_s"][0]
@@ -136,6 +146,11 @@ def table(summary: dict[str, Any]) -> str:
             rows.append(("train step, cuDNN attention", f"{cudnn['jax_ms']:.0f} ms", "", note))
         if "mfu_datasheet" in step:
             rows.append(("MFU (data-sheet peak)", f"{step['mfu_datasheet']:.1%}", "", ""))
+    profile = summary.get("profile")
+    if profile:
+        shares = ", ".join(f"{kind} {share:.0%}" for kind, share in list(profile["kinds_share"].items())[:6])
+        busy = f"operations busy {profile['busy_share']:.0%} of {profile['step_ms']:.0f} ms"
+        rows.append(("step time by kind (profile)", busy, "", shares))
     extract = summary.get("extract")
     if extract:
         rows.append(

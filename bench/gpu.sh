@@ -2,7 +2,8 @@
 # The GPU comparison in at most 8 minutes from a bare machine, each part under its own time limit, in this order:
 #   setup         install the wheels of bench/fetch_wheels.sh where grain, soundfile, ... or spidr are missing
 #   step_jax      spidr_jax's compiled training step, SpidR base, 15 x 15 s (3.6 M samples, within the
-#                 reference's 3.8 M per GPU), bf16
+#                 reference's 3.8 M per GPU), bf16; then 2 more steps traced (bench/step_profile.py): where the
+#                 step's time goes, by operation and kind, into profile/ (the step's figure is out before)
 #   step_ref      the reference's step on the same batch under torch.compile(dynamic=False) and bf16 autocast
 #   step_eager    only if step_ref gave no figure: the reference's eager bf16 step (labelled eager)
 #   extract       feature extraction throughput, both implementations, the same files
@@ -103,7 +104,8 @@ begin=$(date +%s)
 export -f setup
 export py wheels out smoke
 part setup bash -c 'set -euo pipefail; setup'
-part step_jax "$py" bench/step_speed.py --side jax "${step_args[@]}" --json "$out/step.jsonl"
+part step_jax "$py" bench/step_speed.py --side jax "${step_args[@]}" --json "$out/step.jsonl" \
+  --profile "$out/profile"
 part step_ref "$py" bench/step_speed.py --side reference --torch-compile static "${step_args[@]}" \
   --json "$out/step.jsonl"
 if ! grep -q '"side": "reference"' "$out/step.jsonl" 2>/dev/null; then

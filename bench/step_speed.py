@@ -4,6 +4,7 @@
     python bench/step_speed.py --batch 15 --seconds 15 --dtype bfloat16   # on a GPU (reference: torch.compile)
     python bench/step_speed.py --jax-only --xla-conv-grad   # spidr_jax alone, XLA's own grouped-conv gradient
     python bench/step_speed.py --side reference --torch-compile eager --json out.jsonl   # one side, JSON lines
+    python bench/step_speed.py --side jax --profile prof     # + where the step's time goes (bench/step_profile.py)
 
 The reference step is its training loop body: forward (student, teacher, codebooks), backward, grad clipping,
 AdamW, LR scheduler and EMA update, under autocast in 16-bit dtypes (as the reference trains). By default
@@ -29,6 +30,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+PROFILED_STEPS = 2  # steps traced by --profile, after the timed ones
 
 # configs/tiny.py's model (about 0.8 M parameters): for smoke runs and quick suites on a CPU.
 TINY_MODEL: dict[str, Any] = {
@@ -155,8 +158,16 @@ def device_peak_memory() -> tuple[int | None, str]:
     return peak_host_memory(), "process peak RSS"
 
 
-def jax_step(args: argparse.Namespace, batch: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
-    """Per-step seconds of the compiled JAX training step (all local devices), its compile time and FLOPs."""
+def jax_step(
+    args: argparse.Namespace,
+    batch: tuple[np.ndarray, np.ndarray],
+    on_timed: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Per-step seconds of the compiled JAX training step (all local devices), its compile time and FLOPs.
+
+    `on_timed` receives the figures as soon as the steps are timed, before `--profile` traces more steps (which
+    may not finish within a time limit).
+    """
     from spidr_jax.config import DinoSRConfig, OptimizerConfig, SpidRConfig
     from spidr_jax.models.attention_kernel import attention_kernel
     from spidr_jax.models.layer_stack import LayerExecution
@@ -189,7 +200,7 @@ def jax_step(args: argparse.Namespace, batch: tuple[np.ndarray, np.ndarray]) -> 
 
     warmup_s, times = timed(one_step, args.warmup, args.repeats)
     memory, kind = device_peak_memory()
-    return {
+    result = {
         "side": "jax",
         "device": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
         "compile_s": compile_s,
@@ -199,6 +210,14 @@ def jax_step(args: argparse.Namespace, batch: tuple[np.ndarray, np.ndarray]) -> 
         "peak_memory_bytes": memory,
         "memory_kind": kind,
     }
+    if on_timed is not None:
+        on_timed(result)
+    if args.profile:  # after the timed steps, so that the tracer's overhead stays out of them
+        from step_profile import describe, profile_steps  # bench/ is on the path of a bench script
+
+        summary = profile_steps(lambda: one_step(0), PROFILED_STEPS, Path(args.profile), compiled.as_text())
+        print(describe(summary), flush=True)
+    return result
 
 
 def timed(
@@ -287,6 +306,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="reference: torch.compile(dynamic=False|True) or eager; auto = static on a GPU, eager on CPU",
     )
     parser.add_argument("--json", metavar="PATH", help="append one JSON line per side to PATH")
+    parser.add_argument(
+        "--profile", metavar="DIR", help="spidr_jax: trace 2 more steps into DIR (profile.json), print where they go"
+    )
     args = parser.parse_args(argv)
     if args.jax_only:
         args.side = "jax"
@@ -311,13 +333,17 @@ def main() -> None:
     variant = " (XLA conv gradient)" if args.xla_conv_grad else ""
     summary = f"{platform.node()} {jax.devices()[0].device_kind} x{jax.device_count()} | {shape['model']}, batch "
     summary += f"{args.batch} x {args.seconds:g} s, {args.dtype}:"
-    ours = None
+    ours: dict[str, Any] = {}  # filled once our steps are timed
     if args.side in ("both", "jax"):
         variant_fields = {"xla_conv_grad": args.xla_conv_grad, "layer_loop": args.layer_loop, "remat": args.remat}
         variant_fields["attention"] = args.attention
-        ours = summarize(jax_step(args, batch), audio) | shape | variant_fields
-        emit(args.json, ours)
-        print(f"  spidr_jax{variant}: {ours['median_s'] * 1e3:.0f} ms/step", flush=True)
+
+        def report(result: dict[str, Any]) -> None:  # out before a --profile trace, which may be cut short
+            ours.update(summarize(result, audio) | shape | variant_fields)
+            emit(args.json, ours)
+            print(f"  spidr_jax{variant}: {ours['median_s'] * 1e3:.0f} ms/step", flush=True)
+
+        jax_step(args, batch, on_timed=report)
         summary += f" spidr_jax{variant} {ours['median_s'] * 1e3:.0f} ms/step ({ours['audio_s_per_s']:.1f} audio s/s)"
     if args.side in ("both", "reference"):
         reference = summarize(reference_step(args, batch), audio) | shape
