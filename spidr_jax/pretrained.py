@@ -5,6 +5,7 @@ The on-disk layouts are described (and read and written) in `spidr_jax.formats`.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,14 @@ def model_state_tree(model: DinoSR) -> dict:
 
 def abstract_model(cfg: DinoSRConfig, dtype: jnp.dtype = jnp.float32) -> DinoSR:
     """A model with shapes only (no initialization cost), to be filled from a checkpoint."""
-    return nnx.eval_shape(lambda: build_model(cfg, dtype=dtype))
+    graphdef, state = _abstract_split(cfg, jnp.dtype(dtype))
+    return nnx.merge(graphdef, jax.tree.map(lambda leaf: leaf, state))  # a fresh State: callers may fill it
+
+
+@functools.lru_cache(maxsize=4)
+def _abstract_split(cfg: DinoSRConfig, dtype: jnp.dtype) -> tuple[nnx.GraphDef, nnx.State]:
+    """Tracing the constructor takes about half a second, and loading a model asks for it twice (checks, then fill)."""
+    return nnx.split(nnx.eval_shape(lambda: build_model(cfg, dtype=dtype)))
 
 
 def check_tree_fits(tree: dict, cfg: DinoSRConfig, where: str) -> None:
