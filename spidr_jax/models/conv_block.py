@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from spidr_jax.models.layers import LAYER_NORM_EPS, LayerNorm, gelu, matmul_precision
+from spidr_jax.models.gelu import gelu
+from spidr_jax.models.layers import LAYER_NORM_EPS, LayerNorm, matmul_precision
 
 ConvLayerSpec = tuple[int, int, int]  # (out_channels, kernel_size, stride)
 

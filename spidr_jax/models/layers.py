@@ -48,11 +48,6 @@ def layer_norm(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, ep
     return y
 
 
-def gelu(x: jax.Array) -> jax.Array:
-    """Exact (erf) GELU, torch's default."""
-    return jax.nn.gelu(x, approximate=False)
-
-
 def dropout(x: jax.Array, rate: float, *, deterministic: bool, rngs: nnx.Rngs | None) -> jax.Array:
     """Inverted dropout with a key drawn from the `dropout` stream; identity when deterministic or rate == 0."""
     if deterministic or rate <= 0.0:

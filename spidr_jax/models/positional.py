@@ -6,8 +6,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from spidr_jax.models.gelu import gelu
 from spidr_jax.models.grouped_conv import grouped_conv1d
-from spidr_jax.models.layers import gelu, layer_norm, matmul_precision, uniform_fan_in
+from spidr_jax.models.layers import layer_norm, matmul_precision, uniform_fan_in
 
 
 class ConvPositionalEmbedding(nnx.Module):

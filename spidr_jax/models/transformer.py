@@ -11,8 +11,9 @@ from flax import nnx
 from spidr_jax.config.model import DinoSRConfig
 from spidr_jax.models.attention_kernel import AttentionKernel
 from spidr_jax.models.blocked_attention import TransformerBlocks, blocked_attention, map_frames
+from spidr_jax.models.gelu import gelu
 from spidr_jax.models.layer_stack import LayerExecution, run_layer_stack
-from spidr_jax.models.layers import LayerNorm, Linear, dropout, gelu, transformer_linear_init, xavier_uniform
+from spidr_jax.models.layers import LayerNorm, Linear, dropout, transformer_linear_init, xavier_uniform
 from spidr_jax.models.positional import ConvPositionalEmbedding
 
 
