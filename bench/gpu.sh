@@ -39,7 +39,7 @@ wheels=${WHEELS:-bench/wheels}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 # Seconds per part. The smoke run's step is small but its extraction runs the base model on a CPU.
-if [[ $smoke == 1 ]]; then step_default=100 extract_default=120; else step_default=150 extract_default=70; fi
+if [[ $smoke == 1 ]]; then step_default=100 extract_default=120; else step_default=170 extract_default=70; fi
 declare -A limit=(
   [setup]=${LIMIT_SETUP:-35} [step_jax]=${LIMIT_STEP_JAX:-$step_default} [step_ref]=${LIMIT_STEP_REF:-90}
   [step_eager]=${LIMIT_STEP_EAGER:-35} [extract]=${LIMIT_EXTRACT:-$extract_default}
