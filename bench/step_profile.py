@@ -1,4 +1,4 @@
-"""Where a compiled step's time goes: a jax.profiler trace of a few steps, summed by operation and by kind.
+"""Where a compiled step's time goes: a jax.profiler trace of a few steps, summed by operation, kind and function.
 
     python bench/step_speed.py --side jax --profile DIR     # after the timed steps, traces 2 more into DIR
 
@@ -164,10 +164,12 @@ def describe(summary: dict[str, Any], top: int = 12) -> str:
         f"from {timeline}"
     )
     kinds = "  by kind: " + ", ".join(f"{kind} {seconds / step_s:.0%}" for kind, seconds in summary["kinds"].items())
+    # Functions on the stack of (nearly) every operation, such as train_step, say nothing: left out.
+    parts = [(name, t) for name, t in summary["functions"].items() if t["forward_s"] + t["backward_s"] < 0.99 * busy]
     functions = ["  by function (inclusive, share of the step: forward + backward):"] + [
         f"    {(times['forward_s'] + times['backward_s']) / step_s:6.1%} ({times['forward_s'] / step_s:.1%} + "
         f"{times['backward_s'] / step_s:.1%})  {function}"
-        for function, times in list(summary["functions"].items())[:top]
+        for function, times in parts[:top]
     ]
     operations = ["  longest operations:"] + [
         f"    {op['s_per_step'] * 1e3:8.2f} ms {op['s_per_step'] / step_s:5.1%}  x{op['count_per_step']:<5g} "
