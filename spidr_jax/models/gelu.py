@@ -1,7 +1,7 @@
 """Exact GELU, x * Phi(x), with an erf that compiles to a few multiply-adds and one division.
 
 XLA's own erf/erfc lower on CPUs to piecewise code (selects, an exponential) that runs about six times slower than
-torch's GELU kernel; on the conv extractor's large activations that was a tenth of the training step. Here erf is
+torch's GELU kernel, which the conv extractor's large activations feel most in a forward pass. Here erf is
 the rational minimax approximation used by Eigen and XLA for float32 (clamped to [-4, 4], where erf is +-1 in
 float32), accurate to about 1e-7, so GELU is within a few float32 ulps of torch's. The derivative is written out,
 Phi(x) + x * phi(x), instead of differentiating the rational function: fewer operations and a more accurate
