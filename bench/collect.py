@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from step_profile import telling_functions  # bench/ is on the path of a bench script
+
 # Dense peak rates (FLOP/s) from the vendors' data sheets, by a substring of jax's device_kind (lowercased).
 # 16-bit entries are tensor-core bf16 without sparsity; float32 entries are the plain float32 (non-TF32) rate.
 PEAK_FLOPS: dict[str, dict[str, float]] = {
@@ -107,10 +109,15 @@ def summarize(folder: Path) -> dict[str, Any]:
     profile = read_lines(folder / "profile" / "profile.json")
     if profile:
         kinds, step_s = profile[-1]["kinds"], profile[-1]["step_s"]
+        functions = {  # inclusive shares of the step, forward and backward
+            name: (times["forward_s"] / step_s, times["backward_s"] / step_s)
+            for name, times in telling_functions(profile[-1]).items()
+        }
         out["profile"] = {
             "step_ms": step_s * 1e3,
             "busy_share": profile[-1]["busy_s_per_step"] / step_s,
             "kinds_share": {kind: seconds / step_s for kind, seconds in kinds.items()},
+            "top_functions_forward_backward_share": dict(list(functions.items())[:15]),
             "top_operations": profile[-1]["operations"][:10],
         }
     unrolled = read_lines(folder / "compile.jsonl")

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jax
 from hlo_index import HloIndex, kind_of  # bench/ is on the path of a bench script
 
 # The CPU runtime's own events beside the operations on host timelines (waiting, dispatch, markers: C++ names such
@@ -142,6 +141,8 @@ def profile_steps(run_step: Callable[[], None], steps: int, directory: Path, hlo
 
     `hlo_text`: the compiled program's HLO (`compiled.as_text()`): the kinds and functions of its operations.
     """
+    import jax  # here, so that reading a summary (bench/collect.py) needs no jax
+
     directory.mkdir(parents=True, exist_ok=True)
     with jax.profiler.trace(str(directory), create_perfetto_trace=True):
         start = time.perf_counter()
@@ -151,6 +152,16 @@ def profile_steps(run_step: Callable[[], None], steps: int, directory: Path, hlo
     summary = summarize(read_trace(directory), steps, wall_s, HloIndex.parse(hlo_text))
     (directory / "profile.json").write_text(json.dumps(summary) + "\n", encoding="utf-8")
     return summary
+
+
+def telling_functions(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The summary's functions less those on (nearly) every operation's stack (train_step, ...): they say nothing."""
+    busy = summary["busy_s_per_step"]
+    return {
+        name: times
+        for name, times in summary["functions"].items()
+        if times["forward_s"] + times["backward_s"] < 0.99 * busy
+    }
 
 
 def describe(summary: dict[str, Any], top: int = 12) -> str:
@@ -164,8 +175,7 @@ def describe(summary: dict[str, Any], top: int = 12) -> str:
         f"from {timeline}"
     )
     kinds = "  by kind: " + ", ".join(f"{kind} {seconds / step_s:.0%}" for kind, seconds in summary["kinds"].items())
-    # Functions on the stack of (nearly) every operation, such as train_step, say nothing: left out.
-    parts = [(name, t) for name, t in summary["functions"].items() if t["forward_s"] + t["backward_s"] < 0.99 * busy]
+    parts = list(telling_functions(summary).items())
     functions = ["  by function (inclusive, share of the step: forward + backward):"] + [
         f"    {(times['forward_s'] + times['backward_s']) / step_s:6.1%} ({times['forward_s'] / step_s:.1%} + "
         f"{times['backward_s'] / step_s:.1%})  {function}"
