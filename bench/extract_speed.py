@@ -2,6 +2,7 @@
 
     python bench/extract_speed.py            # base SpidR, 24 files of 1-8 s, layer 6, CPU
     python bench/extract_speed.py --files 40 --max-shapes 2 --runs 1 --json out.jsonl   # short, one JSON line
+    python bench/extract_speed.py --files 40 --no-reference-process   # without the reference's whole-process timing
 
 The reference extracts one file at a time (its paper/extract_features.py); spidr_jax batches files into a few
 static padded shapes over all devices (`python -m spidr_jax.extract`). Random weights: speed does not depend on them.
