@@ -10,11 +10,12 @@ reported as failed, like an unreadable one, and the others go on.
 
 from __future__ import annotations
 
+import collections
 import functools
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import jax
 import numpy as np
@@ -47,6 +48,9 @@ LONG_FILE_MULTIPLE = 5 * SAMPLE_RATE  # long files are padded to a multiple of 5
 
 
 DEFAULT_BATCHING = Batching()
+BATCHES_AHEAD = 1  # batches started on the devices before the oldest one's outputs are handed out
+
+R = TypeVar("R")
 
 
 class FileOutput(NamedTuple):
@@ -134,68 +138,107 @@ def out_of_memory(error: Exception) -> bool:
     )
 
 
-def rows_or_none(
-    compute: Callable[[np.ndarray, np.ndarray], np.ndarray | None],
-    waveforms: np.ndarray,
-    lengths: np.ndarray,
-    slots: list[int],
-    num_devices: int,
-) -> dict[int, np.ndarray | None]:
-    """The output row of each of `slots`, None where the device ran out of memory.
+def none_if_out_of_memory(step: Callable[[], R]) -> R | None:
+    """`step()`, or None when the devices ran out of memory for it (other errors propagate)."""
+    try:
+        return step()
+    except (MemoryError, jax.errors.JaxRuntimeError) as error:
+        if not out_of_memory(error):
+            raise
+        return None
 
-    A batch too big together is retried a file at a time (with full-length filler rows for the other devices).
-    """
-    values = compute(waveforms, lengths)
-    if values is not None:
-        return {slot: values[slot] for slot in slots}
-    if len(slots) <= 1:
-        return dict.fromkeys(slots)
-    results = {}
-    for slot in slots:
-        single = np.zeros((num_devices, waveforms.shape[1]), np.float32)
-        single[0] = waveforms[slot]
-        single_lengths = np.full((num_devices,), waveforms.shape[1], np.int32)
-        single_lengths[0] = lengths[slot]
-        values = compute(single, single_lengths)
-        results[slot] = None if values is None else values[0]
-    return results
+
+class Started(NamedTuple):
+    """A batch whose computation was started: its inputs, and its outputs still on the devices (None: no memory)."""
+
+    batch: PaddedBatch
+    waveforms: np.ndarray
+    lengths: np.ndarray
+    failures: dict[int, str]  # row index -> why the file could not be read
+    outputs: jax.Array | None
+
+
+class BatchRunner:
+    """Runs a model's output function on padded batches over all local devices (the model replicated)."""
+
+    def __init__(self, model: DinoSR, output: OutputFunction) -> None:
+        self.mesh = data_mesh(jax.local_devices())
+        graphdef, state = nnx.split(model)
+        self.state = jax.device_put(state, NamedSharding(self.mesh, PartitionSpec()))
+        self.run = compiled_output(graphdef, output)
+        self.batch_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
+
+    def start(self, waveforms: np.ndarray, lengths: np.ndarray) -> jax.Array | None:
+        """The batch's outputs, still being computed (dispatch is asynchronous); None: too little memory to start."""
+        return none_if_out_of_memory(
+            lambda: self.run(self.state, jax.device_put(waveforms, self.batch_sharding), lengths)
+        )
+
+    @staticmethod
+    def fetch(outputs: jax.Array | None) -> np.ndarray | None:
+        """Started outputs on the host, once computed; None when the devices ran out of memory computing them."""
+        return None if outputs is None else none_if_out_of_memory(lambda: np.asarray(outputs))
+
+    def rows(self, started: Started, slots: list[int]) -> dict[int, np.ndarray | None]:
+        """The output row of each of `slots`, None where the devices ran out of memory even for that file alone.
+
+        A batch too big together is computed again a file at a time (with full-length filler rows for the other
+        devices).
+        """
+        values = self.fetch(started.outputs)
+        if values is not None:
+            return {slot: values[slot] for slot in slots}
+        if len(slots) <= 1:
+            return dict.fromkeys(slots)
+        num_devices, length = self.mesh.size, started.waveforms.shape[1]
+        results = {}
+        for slot in slots:
+            single = np.zeros((num_devices, length), np.float32)
+            single[0] = started.waveforms[slot]
+            single_lengths = np.full((num_devices,), length, np.int32)
+            single_lengths[0] = started.lengths[slot]
+            values = self.fetch(self.start(single, single_lengths))
+            results[slot] = None if values is None else values[0]
+        return results
+
+
+def file_outputs(model: DinoSR, runner: BatchRunner, started: Started) -> Iterator[FileOutput]:
+    """One FileOutput per row of a started batch, waiting for its computation."""
+    batch, lengths, failures = started.batch, started.lengths, started.failures
+    results = runner.rows(started, [slot for slot, index in enumerate(batch.indices) if index not in failures])
+    frames = np.asarray(model.frame_lengths(lengths))
+    for slot, index in enumerate(batch.indices):
+        seconds = lengths[slot] / SAMPLE_RATE
+        if index in failures:
+            yield FileOutput(index, None, failures[index], 0.0)
+        elif results[slot] is None:
+            yield FileOutput(index, None, f"out of memory ({seconds:.0f} s of audio, alone)", 0.0)
+        else:
+            yield FileOutput(index, results[slot][: frames[slot]], None, seconds)
 
 
 def model_outputs(
     model: DinoSR, rows: list[ManifestRow], output: OutputFunction, batching: Batching = DEFAULT_BATCHING
 ) -> Iterator[FileOutput]:
-    """One FileOutput per row (in batch order, longest first); decoding runs ahead in threads."""
-    mesh = data_mesh(jax.local_devices())
-    graphdef, state = nnx.split(model)
-    state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
-    run = compiled_output(graphdef, output)
-    batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
-    batches, _ = plan(rows, batching, mesh.size)
+    """One FileOutput per row (in batch order, longest first).
+
+    Decoding runs ahead in threads, and each batch is started on the devices before the previous one's outputs
+    are copied back and handed out: the host's work (decoding, tracing a new shape, writing the outputs) overlaps
+    the devices' computation.
+    """
+    runner = BatchRunner(model, output)
+    batches, _ = plan(rows, batching, runner.mesh.size)
 
     def load(batch: PaddedBatch) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
         return load_batch(batch, rows, normalize_audio=batching.normalize)
 
-    def compute(waveforms: np.ndarray, lengths: np.ndarray) -> np.ndarray | None:
-        """The outputs of a padded batch, or None when the device runs out of memory for it."""
-        try:
-            return np.asarray(run(state, jax.device_put(waveforms, batch_sharding), lengths))
-        except (MemoryError, jax.errors.JaxRuntimeError) as error:
-            if not out_of_memory(error):
-                raise
-            return None
-
+    in_flight: collections.deque[Started] = collections.deque()
     with ThreadPoolExecutor(max_workers=4) as pool:
         for batch, (waveforms, lengths, failures) in zip(
             batches, bounded_map(load, batches, pool, window=3), strict=True
         ):
-            slots = [slot for slot, index in enumerate(batch.indices) if index not in failures]
-            results = rows_or_none(compute, waveforms, lengths, slots, mesh.size)
-            frames = np.asarray(model.frame_lengths(lengths))
-            for slot, index in enumerate(batch.indices):
-                seconds = lengths[slot] / SAMPLE_RATE
-                if index in failures:
-                    yield FileOutput(index, None, failures[index], 0.0)
-                elif results[slot] is None:
-                    yield FileOutput(index, None, f"out of memory ({seconds:.0f} s of audio, alone)", 0.0)
-                else:
-                    yield FileOutput(index, results[slot][: frames[slot]], None, seconds)
+            in_flight.append(Started(batch, waveforms, lengths, failures, runner.start(waveforms, lengths)))
+            if len(in_flight) > BATCHES_AHEAD:
+                yield from file_outputs(model, runner, in_flight.popleft())
+        while in_flight:
+            yield from file_outputs(model, runner, in_flight.popleft())

@@ -126,6 +126,26 @@ def test_long_file_alone_equals_its_one_pass_output(tmp_path, small_model):
         assert scale_error(expected[result.index], result.value) <= TOLERANCE
 
 
+def test_next_batch_starts_before_the_outputs_of_the_last_are_handed_out(tmp_path, small_model):
+    # The host traces, decodes and writes while the devices compute: each batch (traced as it starts) is started
+    # before the outputs of the one before it are handed out. Three batches: each short file, then the long one.
+    rows = write_files(tmp_path, [8000, 36000, 7000])
+    real, events = features_at(1), []
+
+    def recording(model, waveforms, lengths):
+        events.append(("traced", waveforms.shape[1]))
+        return real(model, waveforms, lengths)
+
+    for result in model_outputs(small_model, rows, recording, Batching(long_seconds=2.0)):
+        assert result.error is None
+        events.append(("handed out", result.index))
+    first, second, long = [length for kind, length in events if kind == "traced"]
+    assert long == LONG_FILE_MULTIPLE
+    assert events == [
+        ("traced", first), ("traced", second), ("handed out", 0), ("traced", long), ("handed out", 2), ("handed out", 1)
+    ]  # fmt: skip
+
+
 def test_out_of_memory_is_a_per_file_failure(tmp_path, small_model):
     rows = write_files(tmp_path, [8000, 36000, 7000])
     real = features_at(1)
