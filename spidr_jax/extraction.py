@@ -107,12 +107,13 @@ def units_of_head(head: int) -> OutputFunction:
 
 def load_checkpoint(path: Path, dtype: str) -> tuple[DinoSR, str, int]:
     """(model, "converted model" | "training workdir", step) of a converted directory or a workdir's newest step."""
+    # Neither the optimizer state nor the teacher (inference runs the student): half of the model's weights.
     if is_training_workdir(path):
-        # Only the model item of the newest intact checkpoint (no optimizer state), onto the first local device.
-        cfg, tree, _ = read_workdir(path)
+        # The model item of the newest intact checkpoint, onto the first local device.
+        cfg, tree, _ = read_workdir(path, teacher=False)
         kind = "training workdir"
     else:
-        (cfg, tree), kind = read_pretrained(path), "converted model"
+        (cfg, tree), kind = read_pretrained(path, teacher=False), "converted model"
     step = int(np.asarray(tree["current_step"]))
     return model_from_tree(cfg, tree, dtype=jnp.dtype(dtype)), kind, step
 

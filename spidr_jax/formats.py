@@ -107,9 +107,20 @@ def remove_tree(path: Path, *, settle_s: float = 1.0, deadline_s: float = 30.0) 
         time.sleep(0.05)
 
 
-def read_model_dir_state(path: Path) -> dict:
-    """The raw Orbax tree of a converted directory's `state/` (Orbax errors propagate)."""
-    return ocp.StandardCheckpointer().restore((path / STATE_DIR).resolve())  # Orbax wants absolute paths
+def read_model_dir_state(path: Path, *, teacher: bool = True) -> dict:
+    """The raw Orbax tree of a converted directory's `state/`; without the teacher unless `teacher`.
+
+    Orbax's errors propagate.
+    """
+    directory = (path / STATE_DIR).resolve()  # Orbax wants absolute paths
+    if teacher:
+        return ocp.StandardCheckpointer().restore(directory)
+    handler = ocp.PyTreeCheckpointHandler()
+    target = {key: value for key, value in handler.metadata(directory).tree.items() if key != "teacher"}
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+    args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
+    with ocp.Checkpointer(handler) as checkpointer:
+        return checkpointer.restore(directory, args=args)
 
 
 def is_training_workdir(path: str | Path) -> bool:
@@ -154,8 +165,9 @@ class Restored:
     meta: dict
 
 
-def _restore_args(target: dict) -> ocp.args.PyTreeRestore:
-    return ocp.args.PyTreeRestore(item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target))
+def _restore_args(target: dict, *, partial: bool = False) -> ocp.args.PyTreeRestore:
+    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+    return ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=partial)
 
 
 def _legacy_args(target: dict) -> ocp.args.PyTreeRestore:
@@ -180,10 +192,11 @@ def restore_checkpoint(
                 args = ocp.args.Composite(state=_legacy_args(target), meta=ocp.args.JsonRestore())
                 restored = manager.restore(step, args=args)
                 state, meta = dict(restored.state), dict(restored.meta)
-                model = {key: state[key] for key in MODEL_KEYS}
+                model = {key: state[key] for key in model_target}
                 training = {key: state[key] for key in TRAINING_KEYS} if training_target is not None else None
             else:
-                items = {MODEL_ITEM: _restore_args(model_target), META_ITEM: ocp.args.JsonRestore()}
+                partial = set(model_target) != set(MODEL_KEYS)
+                items = {MODEL_ITEM: _restore_args(model_target, partial=partial), META_ITEM: ocp.args.JsonRestore()}
                 if training_target is not None:
                     items[TRAINING_ITEM] = _restore_args(training_target)
                 restored = manager.restore(step, args=ocp.args.Composite(**items))
@@ -308,25 +321,27 @@ def metadata_target(manager: ocp.CheckpointManager, step: int, keys: tuple[str, 
 
 
 def model_item_to_tree(model: dict) -> dict:
-    """A model item as the model's full state tree (the layout of a converted directory), in numpy arrays."""
-    tree = {**model["params"], "teacher": model["teacher"], "codebooks": model["codebooks"]}
-    tree["current_step"] = model["step"]
+    """A model item as the model's state tree (the layout of a converted directory), in numpy arrays."""
+    tree = {**model["params"], "codebooks": model["codebooks"], "current_step": model["step"]}
+    if "teacher" in model:  # left out for inference
+        tree["teacher"] = model["teacher"]
     return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
-def read_workdir_model(workdir: Path, step: int | None = None) -> tuple[dict, int]:
+def read_workdir_model(workdir: Path, step: int | None = None, *, teacher: bool = True) -> tuple[dict, int]:
     """(model state tree, step) of a training workdir's checkpoint: the newest intact one by default.
 
-    Only the model item is read (no optimizer state), onto this process's first device. Damaged checkpoints
-    skipped on the way get a warning line on stderr.
+    Only the model item is read (no optimizer state; no teacher unless `teacher`), onto this process's first
+    device. Damaged checkpoints skipped on the way get a warning line on stderr.
     """
+    keys = MODEL_KEYS if teacher else tuple(key for key in MODEL_KEYS if key != "teacher")
 
     def skip(error: DamagedCheckpointError) -> None:
         print(f"warning: {error}; trying an older checkpoint", file=sys.stderr)
 
     manager = checkpoint_manager(workdir, read_only=True)
     try:
-        targets = lambda candidate: (metadata_target(manager, candidate, MODEL_KEYS), None)  # noqa: E731
+        targets = lambda candidate: (metadata_target(manager, candidate, keys), None)  # noqa: E731
         restored = restore_newest_intact(manager, targets, step=step, on_damaged=skip)
     finally:
         manager.close()

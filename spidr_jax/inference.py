@@ -167,12 +167,14 @@ class BatchRunner:
         self.state = jax.device_put(state, NamedSharding(self.mesh, PartitionSpec()))
         self.run = compiled_output(graphdef, output)
         self.batch_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
+        self.last_started: jax.Array | None = None
 
     def start(self, waveforms: np.ndarray, lengths: np.ndarray) -> jax.Array | None:
         """The batch's outputs, still being computed (dispatch is asynchronous); None: too little memory to start."""
-        return none_if_out_of_memory(
+        self.last_started = none_if_out_of_memory(
             lambda: self.run(self.state, jax.device_put(waveforms, self.batch_sharding), lengths)
         )
+        return self.last_started
 
     @staticmethod
     def fetch(outputs: jax.Array | None) -> np.ndarray | None:
@@ -190,6 +192,8 @@ class BatchRunner:
             return {slot: values[slot] for slot in slots}
         if len(slots) <= 1:
             return dict.fromkeys(slots)
+        # The batches started after this one finish first: each file alone then has the memory the batch had.
+        none_if_out_of_memory(lambda: jax.block_until_ready(self.last_started))
         num_devices, length = self.mesh.size, started.waveforms.shape[1]
         results = {}
         for slot in slots:

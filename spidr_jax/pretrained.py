@@ -57,9 +57,11 @@ def _abstract_split(cfg: DinoSRConfig, dtype: jnp.dtype) -> tuple[nnx.GraphDef, 
     return nnx.split(nnx.eval_shape(lambda: build_model(cfg, dtype=dtype)))
 
 
-def check_tree_fits(tree: dict, cfg: DinoSRConfig, where: str) -> None:
-    """Raise PretrainedFormatError naming keys/shapes of `tree` that do not fit `cfg`."""
+def check_tree_fits(tree: dict, cfg: DinoSRConfig, where: str, *, teacher: bool = True) -> None:
+    """Raise PretrainedFormatError naming keys/shapes of `tree` that do not fit `cfg` (no teacher unless `teacher`)."""
     expected = nnx.to_pure_dict(nnx.state(abstract_model(cfg)))
+    if not teacher:
+        del expected["teacher"]
     exp_flat = {"/".join(map(str, k)): v.shape for k, v in _flatten(expected).items()}
     got_flat = {"/".join(map(str, k)): np.shape(v) for k, v in _flatten(tree).items()}
     missing = sorted(set(exp_flat) - set(got_flat))
@@ -86,10 +88,17 @@ def _flatten(tree: Any, prefix: tuple = ()) -> dict[tuple, Any]:  # noqa: ANN401
 
 
 def model_from_tree(cfg: DinoSRConfig, tree: dict, *, dtype: jnp.dtype = jnp.float32) -> DinoSR:
-    """Build a model of `cfg` holding the arrays of `tree` (a pure dict as produced by `model_state_tree`)."""
+    """Build a model of `cfg` holding the arrays of `tree` (a pure dict as produced by `model_state_tree`).
+
+    A tree read for inference has no teacher (which inference never runs): the model's teacher then holds the
+    student's arrays, so that the module is complete without reading or storing the teacher's weights.
+    """
     graphdef, state = nnx.split(abstract_model(cfg, dtype))
     # One transfer for the whole tree: jnp.asarray dispatches an operation per array (about 1 s for SpidR base).
-    nnx.replace_by_pure_dict(state, jax.device_put(tree))
+    arrays = jax.device_put(tree)
+    if "teacher" not in arrays:
+        arrays = {**arrays, "teacher": arrays["student"]}  # the same arrays, not copies
+    nnx.replace_by_pure_dict(state, arrays)
     return nnx.merge(graphdef, state)
 
 
@@ -115,35 +124,38 @@ def read_config(path: str | Path) -> DinoSRConfig:
         raise PretrainedFormatError(f"{config_path}: not a spidr_jax model config ({error!r})") from error
 
 
-def read_pretrained(path: str | Path) -> tuple[DinoSRConfig, dict]:
-    """(config, numpy state tree) of a converted directory, or of a training workdir's newest checkpoint."""
+def read_pretrained(path: str | Path, *, teacher: bool = True) -> tuple[DinoSRConfig, dict]:
+    """(config, numpy state tree) of a converted directory, or of a training workdir's newest checkpoint.
+
+    Without `teacher`, the teacher's weights are not read (half of the restore): enough for inference.
+    """
     path = Path(path)
     if is_training_workdir(path):
-        cfg, tree, _ = read_workdir(path)
+        cfg, tree, _ = read_workdir(path, teacher=teacher)
         return cfg, tree
     cfg = read_config(path)
     state_path = (path / STATE_DIR).resolve()
     if not state_path.is_dir():
         raise PretrainedFormatError(f"{state_path}: missing Orbax state directory")
     try:
-        tree = formats.read_model_dir_state(path)
+        tree = formats.read_model_dir_state(path, teacher=teacher)
     except Exception as error:  # Orbax raises many types for damaged checkpoints
         raise PretrainedFormatError(f"{state_path}: unreadable Orbax checkpoint ({type(error).__name__})") from error
     tree = _restore_int_keys(jax.tree.map(np.asarray, tree))
-    check_tree_fits(tree, cfg, str(path))
+    check_tree_fits(tree, cfg, str(path), teacher=teacher)
     return cfg, tree
 
 
-def read_workdir(path: str | Path, step: int | None = None) -> tuple[DinoSRConfig, dict, int]:
+def read_workdir(path: str | Path, step: int | None = None, *, teacher: bool = True) -> tuple[DinoSRConfig, dict, int]:
     """(model config, numpy state tree, step) of a training workdir's checkpoint (the newest intact by default)."""
     path = Path(path)
     cfg = config_from_json(path / CONFIG_FILE).model
     try:
-        tree, step = formats.read_workdir_model(path, step)
+        tree, step = formats.read_workdir_model(path, step, teacher=teacher)
     except formats.DamagedCheckpointError as error:
         raise PretrainedFormatError(str(error)) from error
     tree = _restore_int_keys(tree)
-    check_tree_fits(tree, cfg, str(path))
+    check_tree_fits(tree, cfg, str(path), teacher=teacher)
     return cfg, tree, step
 
 

@@ -76,6 +76,11 @@ def test_single_item_checkpoints_load_and_resume(tmp_path):
     assert step == 2
     for a, b in zip(leaves(tree_today), leaves(tree_older), strict=True):
         np.testing.assert_array_equal(a, b)
+    _, older_without_teacher, _ = read_workdir(older, teacher=False)  # what extraction reads
+    assert sorted(older_without_teacher) == sorted(key for key in tree_older if key != "teacher")
+    without = {key: value for key, value in tree_older.items() if key != "teacher"}
+    for a, b in zip(leaves(without), leaves(older_without_teacher), strict=True):
+        np.testing.assert_array_equal(a, b)
 
     # Training resumes from it (optimizer state included) exactly as from today's layout.
     train(manifest, today, 4, env)
