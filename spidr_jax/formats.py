@@ -7,7 +7,7 @@ A converted model directory (`convert/torch_to_orbax.py`):
 
 A training workdir keeps its checkpoints under `checkpoints/<step>/`, each with three items:
 
-    model/        Orbax pytree {"params", "teacher", "codebooks", "step"}: all that inference needs, restored alone
+    model/        Orbax pytree {"params", "teacher", "codebooks", "step"}: restored alone (no teacher) for inference
     training/     Orbax pytree {"opt_state", "rng", "loss_scale"}: the rest of the train state
     meta/         JSON: step, data seed, and the checksum of every array of the two items above
 
