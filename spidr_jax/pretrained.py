@@ -159,10 +159,11 @@ def read_workdir(path: str | Path, step: int | None = None, *, teacher: bool = T
     return cfg, tree, step
 
 
-def load_pretrained(path: str | Path, *, dtype: jnp.dtype = jnp.float32) -> DinoSR:
+def load_pretrained(path: str | Path, *, dtype: jnp.dtype = jnp.float32, teacher: bool = True) -> DinoSR:
     """A ready SpidR/DinoSR model from a converted directory or a training workdir (its newest checkpoint).
 
-    Converted directories come from `convert/torch_to_orbax.py`.
+    Converted directories come from `convert/torch_to_orbax.py`. With `teacher=False` the teacher's weights (half
+    of them) are not read, and the teacher holds the student's: for inference, which never runs the teacher.
     """
-    cfg, tree = read_pretrained(path)
+    cfg, tree = read_pretrained(path, teacher=teacher)
     return model_from_tree(cfg, tree, dtype=dtype)

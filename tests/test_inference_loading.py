@@ -11,6 +11,7 @@ from spidr_jax.models import build_model
 from spidr_jax.pretrained import (
     PretrainedFormatError,
     check_tree_fits,
+    load_pretrained,
     model_from_tree,
     read_pretrained,
     read_workdir,
@@ -34,7 +35,7 @@ def test_a_converted_model_read_without_its_teacher_computes_the_same(tmp_path):
     _, without = read_pretrained(checkpoint, teacher=False)
     assert_same_tree_but_the_teacher(without, whole)
 
-    full, student_only = model_from_tree(cfg, whole), model_from_tree(cfg, without)
+    full, student_only = model_from_tree(cfg, whole), load_pretrained(checkpoint, teacher=False)  # the public API
     # The teacher is filled with the student's arrays: nothing more is stored.
     teacher, student = student_only.teacher.pos_conv_embed, student_only.student.pos_conv_embed
     assert teacher.kernels[0][...] is student.kernels[0][...]
