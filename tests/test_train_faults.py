@@ -78,7 +78,10 @@ def test_kill_before_the_first_periodic_save_resumes_and_a_second_run_is_refused
     assert straight.returncode == 0, straight.stderr[-2000:]
 
     workdir = tmp_path / "killed"
-    process = start(train_args(corpus, workdir, "--config.optimizer.max_steps=100000"), env, tmp_path / "first.log")
+    # No periodic save before the kill however fast the steps run (100 tiny steps take about 3 s on a fast CPU).
+    no_periodic_save = "--config.run.save_interval=1000000"
+    first = train_args(corpus, workdir, "--config.optimizer.max_steps=100000", no_periodic_save)
+    process = start(first, env, tmp_path / "first.log")
     try:
         wait_for_step(process, workdir, 3)
         # A second training on the same workdir is refused in one line naming the holder.
@@ -88,12 +91,12 @@ def test_kill_before_the_first_periodic_save_resumes_and_a_second_run_is_refused
         assert f"pid {process.pid}" in second.stderr
         assert "in use by another training" in second.stderr
     finally:
-        os.killpg(process.pid, signal.SIGKILL)  # kill -9: only the step-0 checkpoint exists (save_interval 100)
+        os.killpg(process.pid, signal.SIGKILL)  # kill -9: only the step-0 checkpoint exists
         process.wait()
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["0"]
     assert (workdir / "run.lock").exists()  # left by the killed run, stale now
 
-    resumed = run(train_args(corpus, workdir, "--config.optimizer.max_steps=5"), env)
+    resumed = run(train_args(corpus, workdir, "--config.optimizer.max_steps=5", no_periodic_save), env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stdout
     assert not (workdir / "run.lock").exists()  # released at the end
