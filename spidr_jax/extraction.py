@@ -25,7 +25,7 @@ from spidr_jax.extraction_settings import ExtractionSettings, prepare_output
 from spidr_jax.inference import Batching, OutputFunction, features_at, model_outputs, plan
 from spidr_jax.models import DinoSR
 from spidr_jax.models.attention_kernel import attention_kernel
-from spidr_jax.pretrained import is_training_workdir, model_from_tree, read_pretrained, read_workdir
+from spidr_jax.pretrained import is_training_workdir, model_from_tree, read_pretrained
 from spidr_jax.progress import make_progress
 
 
@@ -107,13 +107,10 @@ def units_of_head(head: int) -> OutputFunction:
 
 def load_checkpoint(path: Path, dtype: str) -> tuple[DinoSR, str, int]:
     """(model, "converted model" | "training workdir", step) of a converted directory or a workdir's newest step."""
-    # Neither the optimizer state nor the teacher (inference runs the student): half of the model's weights.
-    if is_training_workdir(path):
-        # The model item of the newest intact checkpoint, onto the first local device.
-        cfg, tree, _ = read_workdir(path, teacher=False)
-        kind = "training workdir"
-    else:
-        (cfg, tree), kind = read_pretrained(path, teacher=False), "converted model"
+    # A workdir's newest intact checkpoint, without the optimizer state; and no teacher (inference runs the
+    # student): half of the model's weights.
+    cfg, tree = read_pretrained(path, teacher=False)
+    kind = "training workdir" if is_training_workdir(path) else "converted model"
     step = int(np.asarray(tree["current_step"]))
     return model_from_tree(cfg, tree, dtype=jnp.dtype(dtype)), kind, step
 
