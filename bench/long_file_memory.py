@@ -30,11 +30,11 @@ def child(path: Path, layer: int, *, units: bool) -> None:
     """Build SpidR base and extract the file at `path`; print its frames and the extraction time."""
     import jax.numpy as jnp
     import soundfile as sf
+    from spidr_jax.extraction import units_at
+    from spidr_jax.inference import features_at, model_outputs
 
     from spidr_jax.config import SpidRConfig
     from spidr_jax.data.manifest import ManifestRow
-    from spidr_jax.extraction import units_at
-    from spidr_jax.inference import features_at, model_outputs
     from spidr_jax.models import build_model
 
     model = build_model(SpidRConfig(), dtype=jnp.float32)
@@ -52,9 +52,9 @@ def compile_only(minutes: list[float], layer: int) -> None:
     import jax
     import jax.numpy as jnp
     from flax import nnx
+    from spidr_jax.inference import compiled_output, features_at
 
     from spidr_jax.config import SpidRConfig
-    from spidr_jax.inference import compiled_output, features_at
     from spidr_jax.models import build_model
 
     graphdef, state = nnx.split(build_model(SpidRConfig()))

@@ -16,8 +16,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from spidr_jax.cli_errors import exit_on_error
-from spidr_jax.interop.convert import torch_to_orbax
+from spidr_jax.convert.conversion import torch_to_orbax
+from spidr_jax.errors import UserError, exit_on_user_error
 from spidr_jax.progress import make_progress
 
 # name -> (URL, converter --model)
@@ -31,7 +31,7 @@ RELEASES = {
 }
 
 
-class DownloadError(OSError):
+class DownloadError(UserError, OSError):
     """A download failed; the message names the URL."""
 
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", help="download from here instead (https://, or file:// for a local copy)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    with exit_on_error((DownloadError,)):
+    with exit_on_user_error():
         out = fetch_pretrained(args.name, args.output_dir, url=args.url, progress=not args.quiet)
     print(f"wrote {out}", file=sys.stderr)
 

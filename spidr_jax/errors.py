@@ -25,6 +25,10 @@ class UsageError(UserError):
     exit_code = 2
 
 
+class InputError(UserError, ValueError):
+    """A file or value given by the user is not what it must be; the message names it."""
+
+
 class MissingDependencyError(UserError, ImportError):
     """An optional dependency is needed; the message names the pip extra that brings it."""
 

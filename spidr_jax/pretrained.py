@@ -1,6 +1,6 @@
 """Pretrained models in Python: converted model directories and training workdirs, loaded as SpidR/DinoSR modules.
 
-The on-disk layouts are described (and read and written) in `spidr_jax.formats`.
+The on-disk layouts are described (and read and written) in `spidr_jax.storage`.
 """
 
 from __future__ import annotations
@@ -15,16 +15,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from spidr_jax import formats
 from spidr_jax.config.loading import config_from_json
 from spidr_jax.config.model import DinoSRConfig, model_config_from_dict
+from spidr_jax.errors import UserError
 from spidr_jax.models import DinoSR, build_model
+from spidr_jax.storage import checkpoint_items, model_dir
+from spidr_jax.storage.model_dir import CONFIG_FILE, STATE_DIR, is_training_workdir
 
-CONFIG_FILE, STATE_DIR, FORMAT = formats.CONFIG_FILE, formats.STATE_DIR, formats.FORMAT
-is_training_workdir = formats.is_training_workdir
 
-
-class PretrainedFormatError(ValueError):
+class PretrainedFormatError(UserError, ValueError):
     """A directory is not a readable converted model; the message names the path."""
 
 
@@ -108,7 +107,7 @@ def save_pretrained(output_dir: str | Path, cfg: DinoSRConfig, tree: dict) -> Pa
     if output_dir.exists():
         raise FileExistsError(f"{output_dir} already exists; choose a new output directory")
     check_tree_fits(tree, cfg, str(output_dir))
-    formats.write_model_dir(output_dir, cfg.model_type, cfg.to_dict(), _stringify_keys(tree))
+    model_dir.write_model_dir(output_dir, cfg.model_type, cfg.to_dict(), _stringify_keys(tree))
     return output_dir
 
 
@@ -138,7 +137,7 @@ def read_pretrained(path: str | Path, *, teacher: bool = True) -> tuple[DinoSRCo
     if not state_path.is_dir():
         raise PretrainedFormatError(f"{state_path}: missing Orbax state directory")
     try:
-        tree = formats.read_model_dir_state(path, teacher=teacher)
+        tree = model_dir.read_model_dir_state(path, teacher=teacher)
     except Exception as error:  # Orbax raises many types for damaged checkpoints
         raise PretrainedFormatError(f"{state_path}: unreadable Orbax checkpoint ({type(error).__name__})") from error
     tree = _restore_int_keys(jax.tree.map(np.asarray, tree))
@@ -151,8 +150,8 @@ def read_workdir(path: str | Path, step: int | None = None, *, teacher: bool = T
     path = Path(path)
     cfg = config_from_json(path / CONFIG_FILE).model
     try:
-        tree, step = formats.read_workdir_model(path, step, teacher=teacher)
-    except formats.DamagedCheckpointError as error:
+        tree, step = checkpoint_items.read_workdir_model(path, step, teacher=teacher)
+    except checkpoint_items.DamagedCheckpointError as error:
         raise PretrainedFormatError(str(error)) from error
     tree = _restore_int_keys(tree)
     check_tree_fits(tree, cfg, str(path), teacher=teacher)

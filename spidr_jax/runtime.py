@@ -8,6 +8,17 @@ from pathlib import Path
 
 import jax
 
+from spidr_jax.errors import UserError
+
+
+def integer_variable(name: str) -> int:
+    """The environment variable `name` as an integer; a UserError naming it otherwise."""
+    value = os.environ[name]
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"the environment variable {name} must be an integer, got {value!r}") from None
+
 
 def expected_process_count() -> int | None:
     """How many JAX processes this launch has, from the environment (1 for a plain local run).
@@ -17,9 +28,9 @@ def expected_process_count() -> int | None:
     if os.environ.get("SPIDR_JAX_DISTRIBUTED") == "1":
         return None
     if "JAX_NUM_PROCESSES" in os.environ:
-        return int(os.environ["JAX_NUM_PROCESSES"])
+        return integer_variable("JAX_NUM_PROCESSES")
     if "SLURM_NTASKS" in os.environ and "SLURM_PROCID" in os.environ:
-        return int(os.environ["SLURM_NTASKS"])
+        return integer_variable("SLURM_NTASKS")
     hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
     return len(hosts.split(",")) if hosts else 1
 
@@ -36,8 +47,8 @@ def initialize_distributed() -> None:
     if "JAX_COORDINATOR_ADDRESS" in os.environ:
         jax.distributed.initialize(
             coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
-            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-            process_id=int(os.environ["JAX_PROCESS_ID"]),
+            num_processes=integer_variable("JAX_NUM_PROCESSES"),
+            process_id=integer_variable("JAX_PROCESS_ID"),
         )
     else:
         jax.distributed.initialize()  # cluster auto-detection (SLURM, Cloud TPU)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from spidr_jax import extract
+from spidr_jax.extract import cli as extract
 from spidr_jax.config.model import SpidRConfig
 from spidr_jax.models import build_model
 from spidr_jax.pretrained import model_state_tree, save_pretrained

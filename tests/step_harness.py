@@ -8,7 +8,7 @@ import numpy as np
 
 from spidr_jax.config.model import DinoSRConfig
 from spidr_jax.config.run import OptimizerConfig
-from spidr_jax.interop.torch_layout import state_dict_to_tree, tree_to_state_dict
+from spidr_jax.convert.torch_layout import state_dict_to_tree, tree_to_state_dict
 from spidr_jax.models.layer_stack import LayerExecution
 from spidr_jax.pretrained import model_from_tree
 from spidr_jax.sharding import data_mesh, replicated

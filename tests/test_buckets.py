@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
 
+from spidr_jax.config.checks import check_data
+from spidr_jax.config.loading import config_from_mapping
 from spidr_jax.config.model import ConfigError
 from spidr_jax.config.run import DataConfig
 from spidr_jax.data.batch_plan import EpochPlan, SinglePassPlan
-from spidr_jax.data.buckets import check_data_config, choose_bucket_lengths, plan_buckets
+from spidr_jax.data.buckets import choose_bucket_lengths, plan_buckets
 
 CFG = DataConfig(min_sample_size=0, max_sample_size=32_000, max_batch_length=64_000)
 
@@ -122,9 +124,9 @@ def test_plan_buckets_shapes(shards: int) -> None:
 )
 def test_config_errors_name_the_field(change: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
-        check_data_config(replace(CFG, **change))
-    with pytest.raises(ValueError, match=field):
-        plan_buckets(np.array([5_000]), replace(CFG, **change), num_data_shards=1)
+        check_data(replace(CFG, **change))
+    with pytest.raises(ValueError, match=field):  # where a run's config is loaded
+        config_from_mapping({"data": asdict(replace(CFG, **change))})
 
 
 def make_plan(*, seed: int = 0, drop_last: bool = False) -> EpochPlan:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from spidr.models.utils import state_dict_from_dinosr_fairseq_checkpoint
 
-from spidr_jax.interop.convert import orbax_to_torch, torch_to_orbax
+from spidr_jax.convert.conversion import orbax_to_torch, torch_to_orbax
 from spidr_jax.pretrained import load_pretrained, read_pretrained
 from tests.faults import modes, read_only_directory, umask, with_file_size_limit
 from tests.reference import SMALL, reference_model, save_release

@@ -13,9 +13,9 @@ import pytest
 from spidr.models.metrics import units_quality as reference_units_quality
 
 from spidr_jax import demo
+from spidr_jax.convert.conversion import torch_to_orbax
 from spidr_jax.data.manifest import read_manifest
 from spidr_jax.evaluate.model_units import codebook_units
-from spidr_jax.interop.convert import torch_to_orbax
 from spidr_jax.pretrained import load_pretrained
 from tests.reference import reference_model, save_release
 

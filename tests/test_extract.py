@@ -12,8 +12,8 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
+from spidr_jax.convert.conversion import torch_to_orbax
 from spidr_jax.data.padded_batches import padding_fraction, plan_padded_batches
-from spidr_jax.interop.convert import torch_to_orbax
 from tests.reference import SMALL, reference_model, save_release, scale_error
 
 LENGTHS = [5200, 12000, 16000, 7100, 23000]

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from spidr_jax.extract.output import UnitsWriter
+from spidr_jax.storage.atomic import WriteError
 
 from spidr_jax.config import Config, RunConfig
 from spidr_jax.config.loading import config_to_json
-from spidr_jax.extraction_output import OutputError, UnitsWriter
 from spidr_jax.models import build_model
 from spidr_jax.train.checkpoints import RunCheckpoints
 from spidr_jax.train.state import new_train_state
@@ -200,7 +201,7 @@ def test_a_failed_units_write_keeps_only_complete_records(tmp_path):
             self.file.close()
 
     writer.file = FullDisk(writer.file)
-    with pytest.raises(OutputError, match=f"cannot write {tmp_path / 'units.jsonl'}: No space left on device"):
+    with pytest.raises(WriteError, match=f"cannot write {tmp_path / 'units.jsonl'}: No space left on device"):
         writer.write("b", np.array([3]))
     assert (tmp_path / "units.jsonl").read_text() == '{"fileid": "a", "units": [1, 2]}\n'
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from spidr_jax.extract.processes import split_rows
 
 from spidr_jax.data.manifest import ManifestRow
-from spidr_jax.extraction_processes import split_rows
 from tests.extraction_setup import (
     QUICK,
     read_units,

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 from flax import nnx
+from spidr_jax.extract.inference import LONG_FILE_MULTIPLE, Batching, model_outputs, plan
+from spidr_jax.models.layer_outputs import features_at
 
 from spidr_jax.config import SpidRConfig
 from spidr_jax.data.manifest import ManifestRow
-from spidr_jax.inference import LONG_FILE_MULTIPLE, Batching, features_at, model_outputs, plan
 from spidr_jax.models import ExtractorChunks, TransformerBlocks, build_model
 from spidr_jax.models.blocked_attention import blocked_attention
 from spidr_jax.models.chunked_extractor import receptive_field

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from spidr_jax.interop.convert import torch_to_orbax
+from spidr_jax.convert.conversion import torch_to_orbax
 from spidr_jax.models.objective import objective_metrics, objective_sums
 from spidr_jax.pretrained import load_pretrained
 from tests.reference import SMALL, reference_model, save_release, scale_error

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from spidr_jax.interop.convert import torch_to_orbax
+from spidr_jax.convert.conversion import torch_to_orbax
 from tests.reference import SMALL, reference_model, save_release
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -15,6 +15,7 @@ from spidr.models.dinosr import ema_scheduler
 from spidr.models.spidr import exp_ema_scheduler
 from spidr.optimizer import build_scheduler
 
+from spidr_jax.config.checks import check_optimizer
 from spidr_jax.config.model import DinoSRConfig, SpidRConfig
 from spidr_jax.config.run import OptimizerConfig
 from spidr_jax.train.ema_schedule import ema_decay_schedule, ema_weight_schedule, spidr_switch_step
@@ -147,7 +148,7 @@ def test_scalar_steps_and_optax():
 )
 def test_configs_on_which_the_reference_fails_are_rejected(fields, match):
     with pytest.raises(ValueError, match=match):
-        learning_rate_schedule(OptimizerConfig(**{**SMALL, **fields}))
+        check_optimizer(OptimizerConfig(**{**SMALL, **fields}))
 
 
 @pytest.mark.parametrize("rate", [math.log(0.01) / 200_000, -1 / 20_000, math.log(1e-3) / 13, 3e-6])

@@ -137,7 +137,7 @@ def test_init_from_converted_checkpoint_and_extract_from_workdir(corpus, env, tm
     from spidr.models import SpidR as TorchSpidR
 
     from spidr_jax.config.cli import parse_config
-    from spidr_jax.interop.convert import torch_to_orbax
+    from spidr_jax.convert.conversion import torch_to_orbax
 
     cfg = parse_config([f"--config={TINY}"])
     fields = cfg.model.to_dict()

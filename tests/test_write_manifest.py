@@ -32,7 +32,7 @@ def make_dataset(root: Path, suffix: str = ".wav") -> Path:
 
 
 def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "spidr_jax.data.write_manifest", *map(str, args)]
+    command = [sys.executable, "-m", "spidr_jax.manifest", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False, timeout=60)
 
 

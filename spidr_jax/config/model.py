@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from spidr_jax.errors import UserError
+
 ModelType = Literal["dinosr", "spidr"]
 SAMPLE_RATE = 16_000
 DEFAULT_CONV_LAYER_CONFIG: tuple[tuple[int, int, int], ...] = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
@@ -54,6 +56,14 @@ class DinoSRConfig:
         """Which model this config describes."""
         return "dinosr"
 
+    @property
+    def codebook_layers(self) -> tuple[int, ...]:
+        """The 1-based encoder layers with a codebook (and a prediction head): the last `num_codebooks`.
+
+        Codebook (and head) `i` belongs to layer `codebook_layers[i]`.
+        """
+        return tuple(range(self.encoder_num_layers - self.num_codebooks + 1, self.encoder_num_layers + 1))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with the reference's field names (lists where the reference has lists)."""
         out = dataclasses.asdict(self)
@@ -80,7 +90,7 @@ ModelConfig = DinoSRConfig | SpidRConfig
 CONFIG_CLASSES: dict[str, type[DinoSRConfig]] = {"dinosr": DinoSRConfig, "spidr": SpidRConfig}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value is invalid; the message names the field."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import soundfile as sf
 
 from spidr_jax.data.manifest import ManifestRow
+from spidr_jax.errors import UserError
 
 SAMPLE_RATE = 16_000
 LAYER_NORM_EPS = 1e-5
@@ -29,7 +30,7 @@ LAYER_NORM_EPS = 1e-5
 _DECODE_ERRORS = (sf.SoundFileError, RuntimeError, OSError, TypeError)
 
 
-class AudioError(ValueError):
+class AudioError(UserError, ValueError):
     """Audio that cannot be used: unreadable, not 16 kHz, not mono, or empty. The message is ``"PATH: reason"``."""
 
     def __init__(self, location: str | Path, reason: str) -> None:

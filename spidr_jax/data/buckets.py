@@ -22,35 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spidr_jax.config.model import ConfigError
 from spidr_jax.config.run import DataConfig
 from spidr_jax.data.audio import SAMPLE_RATE
 from spidr_jax.data.pad_or_crop import assign_pad_or_crop, choose_pad_or_crop_lengths
 
 # Marks choices that break a row minimum (audio kept is never negative).
 _INFEASIBLE = -1
-
-
-def check_data_config(cfg: DataConfig) -> None:
-    """Raise ConfigError naming the first DataConfig field whose value batching cannot honor."""
-    if cfg.max_sample_size <= 0:
-        raise ConfigError(f"data.max_sample_size ({cfg.max_sample_size}) must be positive")
-    if cfg.max_batch_length <= 0:
-        raise ConfigError(f"data.max_batch_length ({cfg.max_batch_length}) must be positive")
-    if cfg.min_sample_size < 0:
-        raise ConfigError(f"data.min_sample_size ({cfg.min_sample_size}) must be >= 0")
-    if cfg.min_sample_size > cfg.max_sample_size:
-        raise ConfigError(
-            f"data.min_sample_size ({cfg.min_sample_size}) must be <= data.max_sample_size ({cfg.max_sample_size})"
-        )
-    if cfg.max_batch_length < cfg.max_sample_size:
-        raise ConfigError(
-            f"data.max_batch_length ({cfg.max_batch_length}) must be >= data.max_sample_size ({cfg.max_sample_size})"
-        )
-    if cfg.num_workers < 0:
-        raise ConfigError(f"data.num_workers ({cfg.num_workers}) must be >= 0")
-    if cfg.prefetch_factor < 1:
-        raise ConfigError(f"data.prefetch_factor ({cfg.prefetch_factor}) must be >= 1")
 
 
 def choose_bucket_lengths(
@@ -206,7 +183,6 @@ def plan_buckets(
 
     ``lengths`` must already exclude rows shorter than ``multiple`` (and than ``cfg.min_sample_size``).
     """
-    check_data_config(cfg)
     if num_data_shards < 1:
         raise ValueError(f"num_data_shards must be >= 1, got {num_data_shards}")
     raw = np.asarray(lengths, dtype=np.int64)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spidr_jax.errors import UserError
+
 BASE_COLUMNS = ("fileid", "path", "num_samples")
 ARCHIVE_COLUMNS = ("archive", "byte_offset", "byte_size")
 
@@ -48,7 +50,7 @@ class ManifestRow:
         return f"{self.path} (in {self.archive})" if self.archive is not None else self.path
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest that cannot be read; the message names the file, and the line where one applies."""
 
     def __init__(self, manifest: str | Path, message: str, line: int | None = None) -> None:

@@ -40,7 +40,7 @@ from absl import flags
 from spidr_jax.config.model import DinoSRConfig
 from spidr_jax.config.run import DataConfig, MaskingConfig
 from spidr_jax.data.batch_plan import EpochPlan, SinglePassPlan
-from spidr_jax.data.buckets import BucketStats, check_data_config, plan_buckets
+from spidr_jax.data.buckets import BucketStats, plan_buckets
 from spidr_jax.data.load_batch import Batch, FramesOf, LoadBatch, RowTable
 from spidr_jax.data.manifest import ManifestError, read_manifest
 from spidr_jax.data.scan import ScanResult, scan_manifest
@@ -116,7 +116,6 @@ class TrainingData:
         progress: bool = True,
         single_pass: bool = False,
     ) -> None:
-        check_data_config(data_cfg)
         if seed < 0:
             raise ValueError(f"the data seed must be >= 0, got {seed}")
         process_index, process_count = _process(process_index, process_count)

@@ -18,21 +18,22 @@ import io
 import os
 import sys
 import tarfile
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from spidr_jax.data.audio import AudioError, audio_info
+from spidr_jax.data.audio import audio_info
 from spidr_jax.data.manifest import ARCHIVE_COLUMNS, BASE_COLUMNS, ManifestRow
 from spidr_jax.data.scan import bounded_map
+from spidr_jax.errors import UserError, exit_on_user_error
 from spidr_jax.progress import track
+from spidr_jax.storage.atomic import write_text
 
 # Magic numbers of the compressions tarfile would otherwise decompress on the fly.
 _COMPRESSED_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 
 
-class WriteManifestError(ValueError):
+class WriteManifestError(UserError, ValueError):
     """A dataset a manifest cannot be written for; the message names the offending file."""
 
 
@@ -116,18 +117,7 @@ def _write_atomically(output: Path, text: str) -> None:
         raise WriteManifestError(f"{output}: directory {output.parent} does not exist")
     if output.is_dir():
         raise WriteManifestError(f"{output}: is a directory")
-    descriptor, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates the file private (0600); give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(descriptor, 0o666 & ~umask)
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
-        Path(temporary).replace(output)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text(output, text)
 
 
 def write_manifest(
@@ -175,21 +165,18 @@ def write_manifest(
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m spidr_jax.data.write_manifest", description="Write a manifest of a dataset's audio files."
+        prog="python -m spidr_jax.manifest", description="Write a manifest of a dataset's audio files."
     )
     parser.add_argument("dataset", type=Path, help="Dataset directory, or uncompressed tar archive.")
     parser.add_argument("output", type=Path, help="Output manifest (.csv, or .tsv with --fairseq).")
     parser.add_argument("--ext", default=".wav", help="Extension of the audio files. (default: %(default)s)")
     parser.add_argument("--fairseq", action="store_true", help="Write a fairseq-style TSV manifest instead of CSV.")
     args = parser.parse_args(argv)
-    try:
-        count = write_manifest(args.dataset, args.output, args.ext, args.fairseq, progress=sys.stderr.isatty())
-    except (WriteManifestError, AudioError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:
-        print(f"error: {error.filename or args.dataset}: {error.strerror or error}", file=sys.stderr)
-        return 1
+    with exit_on_user_error():
+        try:
+            count = write_manifest(args.dataset, args.output, args.ext, args.fairseq, progress=sys.stderr.isatty())
+        except OSError as error:  # the file the system names, and its reason
+            raise WriteManifestError(f"{error.filename or args.dataset}: {error.strerror or error}") from None
     print(f"Wrote {count} rows to {args.output}", file=sys.stderr)
     return 0
 

@@ -26,6 +26,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from spidr_jax.errors import InputError
+
 SPLITS = ("train", "dev")
 FRAME_STEP_MS = 10  # one alignment label per 10 ms
 
@@ -37,7 +39,7 @@ def corpus_dir() -> Path:
 
 def _check_split(split: str) -> None:
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}: the demo corpus has {', '.join(SPLITS)}")
+        raise InputError(f"unknown split {split!r}: the demo corpus has {', '.join(SPLITS)}")
 
 
 def relative_manifest_path(split: str) -> Path:

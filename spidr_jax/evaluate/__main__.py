@@ -19,33 +19,24 @@ import sys
 import warnings
 from pathlib import Path
 
-from spidr_jax.cli_errors import exit_on_error
-from spidr_jax.data.manifest import ManifestError, read_manifest
-from spidr_jax.errors import MissingDependencyError
-from spidr_jax.evaluate.alignments import AlignmentFormatError, pair_units_with_alignments, read_alignments
-from spidr_jax.evaluate.model_units import (
-    codebook_layers,
-    codebook_units,
-    codebook_units_quality,
-    collect,
-    kmeans_units_quality,
-)
+from spidr_jax.data.manifest import read_manifest
+from spidr_jax.errors import UsageError, exit_on_user_error
+from spidr_jax.evaluate.alignments import pair_units_with_alignments, read_alignments
+from spidr_jax.evaluate.model_units import codebook_units, codebook_units_quality, collect, kmeans_units_quality
 from spidr_jax.evaluate.units_quality import phone_unit_probabilities
-from spidr_jax.extraction import ExtractionError, check_layer, units_at
-from spidr_jax.inference import features_at
+from spidr_jax.extract.inference import DEFAULT_BATCHING
+from spidr_jax.models.layer_outputs import check_layer, features_at, units_at
 from spidr_jax.pretrained import load_pretrained
-
-ERRORS = (AlignmentFormatError, ExtractionError, ManifestError, ValueError, ImportError)
 
 
 def parse_layers(text: str, model) -> list[int]:  # noqa: ANN001
     """'all', '6' or '4,5,6' -> layer numbers."""
     if text == "all":
-        return codebook_layers(model)
+        return list(model.config.codebook_layers)
     try:
         return [int(part) for part in text.split(",")]
     except ValueError:
-        raise ExtractionError(f"--layer expects a number, a comma-separated list or 'all', got {text!r}") from None
+        raise UsageError(f"--layer expects a number, a comma-separated list or 'all', got {text!r}") from None
 
 
 def units_command(args: argparse.Namespace) -> None:
@@ -55,7 +46,7 @@ def units_command(args: argparse.Namespace) -> None:
     alignments = read_alignments(args.alignments)
     layers = parse_layers(args.layer, model)
     for layer in layers:
-        check_layer(model, layer, units=args.kmeans is None)
+        check_layer(model.config, layer, units=args.kmeans is None)
     if args.kmeans is None:
         results = codebook_units_quality(model, rows, alignments, layers=layers)
     else:
@@ -78,10 +69,10 @@ def abx_command(args: argparse.Namespace) -> None:
 
     model = load_pretrained(args.checkpoint)
     layer = int(args.layer)
-    check_layer(model, layer, units=args.units)
+    check_layer(model.config, layer, units=args.units)
     rows = read_manifest(args.manifest)
-    output = units_at(layer, model) if args.units else features_at(layer)
-    features = collect(model, rows, output, _batching())
+    output = units_at(layer, model.config) if args.units else features_at(layer)
+    features = collect(model, rows, output, DEFAULT_BATCHING)
     error = abx_error(args.item, features, speaker=args.speaker)
     kind = "units" if args.units else "features"
     print(f"ABX {args.speaker} speaker, layer {layer} {kind}: {100 * error:.2f}% error")
@@ -93,20 +84,20 @@ def plot_command(args: argparse.Namespace) -> None:
 
     if args.what == "curves":
         if args.workdir is None:
-            raise ExtractionError("plot curves needs --workdir")
+            raise UsageError("plot curves needs --workdir")
         out = plots.plot_training_curves(args.workdir, args.output)
     else:
         if args.checkpoint is None:
-            raise ExtractionError(f"plot {args.what} needs --checkpoint")
+            raise UsageError(f"plot {args.what} needs --checkpoint")
         model = load_pretrained(args.checkpoint)
         if args.what == "codebooks":
             counts = model.codebooks.counts[...]
-            out = plots.plot_codebook_usage(dict(zip(codebook_layers(model), counts, strict=True)), args.output)
+            out = plots.plot_codebook_usage(dict(zip(model.config.codebook_layers, counts, strict=True)), args.output)
         else:
             if not (args.manifest and args.alignments and args.layer):
-                raise ExtractionError("plot phone-units needs --manifest, --alignments and --layer")
+                raise UsageError("plot phone-units needs --manifest, --alignments and --layer")
             layer = int(args.layer)
-            check_layer(model, layer, units=True)
+            check_layer(model.config, layer, units=True)
             units = codebook_units(model, read_manifest(args.manifest))[layer]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -116,12 +107,6 @@ def plot_command(args: argparse.Namespace) -> None:
             )
             out = plots.plot_phone_unit_matrix(proba, phones, args.output, unit_order=order)
     print(f"wrote {out}", file=sys.stderr)
-
-
-def _batching():  # noqa: ANN202
-    from spidr_jax.inference import DEFAULT_BATCHING  # noqa: PLC0415
-
-    return DEFAULT_BATCHING
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -155,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     plot.add_argument("--layer")
     args = parser.parse_args(argv)
     command = {"units": units_command, "abx": abx_command, "plot": plot_command}[args.command]
-    with exit_on_error((*ERRORS, MissingDependencyError)):
+    with exit_on_user_error():
         command(args)
 
 

@@ -16,13 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from spidr_jax.errors import InputError, UserError
+
 __all__ = ["AlignmentFormatError", "pair_units_with_alignments", "read_alignments", "write_alignments"]
 
 # How many file ids to quote when reporting a mismatch between alignments and units.
 _MAX_LISTED = 5
 
 
-class AlignmentFormatError(ValueError):
+class AlignmentFormatError(UserError, ValueError):
     """A line of an alignment file cannot be parsed."""
 
 
@@ -62,9 +64,9 @@ def write_alignments(alignments: Mapping[str, Sequence[str]], path: str | Path) 
     lines = []
     for fileid, phones in alignments.items():
         if not fileid or any(c.isspace() for c in fileid) or fileid.startswith("#"):
-            raise ValueError(f"Invalid file id {fileid!r}: it must be non-empty, without spaces, not start with '#'")
+            raise InputError(f"Invalid file id {fileid!r}: it must be non-empty, without spaces, not start with '#'")
         if not phones or any(not p or any(c.isspace() for c in p) for p in phones):
-            raise ValueError(f"Invalid phones for {fileid!r}: at least one label, without spaces")
+            raise InputError(f"Invalid phones for {fileid!r}: at least one label, without spaces")
         lines.append(" ".join([fileid, *phones]))
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -91,7 +93,7 @@ def pair_units_with_alignments(
     """
     common = [fileid for fileid in alignments if fileid in units]
     if not common:
-        raise ValueError(
+        raise InputError(
             f"No file id in common between the {len(alignments)} alignments ({_listed(set(alignments))}) "
             f"and the {len(units)} unit sequences ({_listed(set(units))})"
         )
@@ -109,6 +111,6 @@ def pair_units_with_alignments(
     for fileid in common:
         unit_array = np.asarray(units[fileid])
         if unit_array.ndim != 1:
-            raise ValueError(f"{fileid}: expected a 1-D unit sequence, got shape {unit_array.shape}")
+            raise InputError(f"{fileid}: expected a 1-D unit sequence, got shape {unit_array.shape}")
         paired[fileid] = (list(alignments[fileid]), [int(u) for u in unit_array.tolist()])
     return paired

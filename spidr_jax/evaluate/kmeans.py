@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spidr_jax.errors import InputError
+
 __all__ = ["KMeansModel", "fit_kmeans", "kmeans_plusplus"]
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -53,7 +55,7 @@ class KMeansModel:
         elif path.suffix == ".npz":
             np.savez(path, centroids=self.centroids, inertia=self.inertia, history=np.asarray(self.inertia_history))
         else:
-            raise ValueError(f"K-means models are saved as .npy or .npz, not {path.suffix!r}: {path}")
+            raise InputError(f"K-means models are saved as .npy or .npz, not {path.suffix!r}: {path}")
 
     @classmethod
     def load(cls, path: str | Path) -> KMeansModel:
@@ -68,7 +70,7 @@ class KMeansModel:
                 )
         centroids = np.load(path)
         if centroids.ndim != 2:
-            raise ValueError(f"{path}: expected (k, dim) centroids, got shape {centroids.shape}")
+            raise InputError(f"{path}: expected (k, dim) centroids, got shape {centroids.shape}")
         return cls(centroids=centroids.astype(np.float32))
 
 
@@ -76,11 +78,11 @@ def _as_features(features: np.ndarray, dim: int | None = None) -> np.ndarray:
     """Features as a C-contiguous float32 (N, D) array, checked."""
     x = np.ascontiguousarray(features, dtype=np.float32)
     if x.ndim != 2:
-        raise ValueError(f"Expected (N, D) features, got shape {x.shape}")
+        raise InputError(f"Expected (N, D) features, got shape {x.shape}")
     if dim is not None and x.shape[1] != dim:
-        raise ValueError(f"Features have dimension {x.shape[1]}, the centroids {dim}")
+        raise InputError(f"Features have dimension {x.shape[1]}, the centroids {dim}")
     if not np.isfinite(x).all():
-        raise ValueError("Features contain NaN or infinite values")
+        raise InputError("Features contain NaN or infinite values")
     return x
 
 
@@ -189,7 +191,7 @@ def kmeans_plusplus(features: np.ndarray, k: int, *, seed: int = 0, sample_size:
     """
     x = _as_features(features)
     if not 1 <= k <= len(x):
-        raise ValueError(f"k must be between 1 and the number of points ({len(x)}), got {k}")
+        raise InputError(f"k must be between 1 and the number of points ({len(x)}), got {k}")
     rng = np.random.default_rng(seed)
     sample_size = min(len(x), sample_size or 64 * k)
     if sample_size < len(x):
@@ -223,13 +225,13 @@ def fit_kmeans(
     """
     x_np = _as_features(features)
     if iters < 1:
-        raise ValueError(f"iters must be >= 1, got {iters}")
+        raise InputError(f"iters must be >= 1, got {iters}")
     if init is None:
         centroids = jnp.asarray(kmeans_plusplus(x_np, k, seed=seed))
     else:
         centroids = jnp.asarray(np.asarray(init, dtype=np.float32))
         if centroids.shape != (k, x_np.shape[1]):
-            raise ValueError(f"init must have shape {(k, x_np.shape[1])}, got {centroids.shape}")
+            raise InputError(f"init must have shape {(k, x_np.shape[1])}, got {centroids.shape}")
     x = jnp.asarray(x_np)
     chunk = min(chunk_size, len(x_np))
     history: list[float] = []

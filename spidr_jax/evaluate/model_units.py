@@ -8,16 +8,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from spidr_jax.data.manifest import ManifestRow
+from spidr_jax.errors import InputError
 from spidr_jax.evaluate.alignments import pair_units_with_alignments
 from spidr_jax.evaluate.kmeans import KMeansModel, fit_kmeans
 from spidr_jax.evaluate.units_quality import UnitsQuality, units_quality
-from spidr_jax.inference import DEFAULT_BATCHING, Batching, features_at, model_outputs, units_of_codebooks
+from spidr_jax.extract.inference import DEFAULT_BATCHING, Batching, model_outputs
 from spidr_jax.models import DinoSR
-
-
-def codebook_layers(model: DinoSR) -> list[int]:
-    """The 1-based layers that have a codebook (the last C)."""
-    return list(range(model.num_layers - model.num_codebooks + 1, model.num_layers + 1))
+from spidr_jax.models.layer_outputs import features_at, units_of_codebooks
 
 
 def collect(model: DinoSR, rows: Sequence[ManifestRow], output, batching: Batching) -> dict[str, np.ndarray]:  # noqa: ANN001
@@ -41,7 +38,7 @@ def codebook_units(
     per_file = collect(model, rows, units_of_codebooks, batching)
     return {
         layer: {fileid: units[:, i] for fileid, units in per_file.items()}
-        for i, layer in enumerate(codebook_layers(model))
+        for i, layer in enumerate(model.config.codebook_layers)
     }
 
 
@@ -54,11 +51,12 @@ def codebook_units_quality(
     batching: Batching = DEFAULT_BATCHING,
 ) -> dict[int, UnitsQuality]:
     """Unit quality of the model's own codebook units, per layer (all codebook layers by default)."""
-    chosen = codebook_layers(model) if layers is None else list(layers)
+    codebook_layers = list(model.config.codebook_layers)
+    chosen = codebook_layers if layers is None else list(layers)
     units = codebook_units(model, rows, batching)
     missing = sorted(set(chosen) - set(units))
     if missing:
-        raise ValueError(f"layers {missing} have no codebook; codebook layers are {codebook_layers(model)}")
+        raise InputError(f"layers {missing} have no codebook; codebook layers are {codebook_layers}")
     size = model.config.codebook_size
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # files without alignment: normal for a subset, counted by the caller

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spidr_jax.errors import InputError
 from spidr_jax.torch_hidden import torch_hidden
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ def plot_training_curves(workdir: str | Path, output_png: str | Path) -> Path:
     loss_tags = sorted((t for t in scalars if t.endswith("/loss")), key=lambda t: (t != "train/loss", t))
     ppl_tags = sorted(t for t in scalars if t.startswith(("train/target_ppl", "train/pred_ppl")))
     if not loss_tags and not ppl_tags:
-        raise ValueError(f"No loss or perplexity scalars found in {workdir}")
+        raise InputError(f"No loss or perplexity scalars found in {workdir}")
     figure = _new_figure(11, 4)
     loss_ax, ppl_ax = figure.subplots(1, 2)
     for axis, tags, title in ((loss_ax, loss_tags, "Loss"), (ppl_ax, ppl_tags, "Codebook perplexity")):
@@ -163,14 +164,14 @@ def plot_codebook_usage(counts_per_layer: Mapping[int, np.ndarray], output_png: 
     :param counts_per_layer: Mapping from layer index to the (codebook size,) count of each entry.
     """
     if not counts_per_layer:
-        raise ValueError("No codebook counts to plot")
+        raise InputError("No codebook counts to plot")
     figure = _new_figure(8, 4.5)
     axis = figure.subplots()
     for layer, counts in sorted(counts_per_layer.items()):
         counts_arr = np.asarray(counts, dtype=np.float64).reshape(-1)
         total = counts_arr.sum()
         if total <= 0:
-            raise ValueError(f"Layer {layer}: the codebook was never used")
+            raise InputError(f"Layer {layer}: the codebook was never used")
         freq = np.sort(counts_arr)[::-1] / total
         used = freq[freq > 0]
         perplexity = math.exp(-np.sum(used * np.log(used)))
@@ -200,7 +201,7 @@ def plot_phone_unit_matrix(
     """
     proba = np.asarray(proba, dtype=np.float64)
     if proba.ndim != 2 or proba.shape[0] != len(phone_order):
-        raise ValueError(f"proba must be (phones={len(phone_order)}, units), got shape {proba.shape}")
+        raise InputError(f"proba must be (phones={len(phone_order)}, units), got shape {proba.shape}")
     num_phones, num_units = proba.shape
     figure = _new_figure(max(6.0, min(20.0, 2 + num_units / 25)), max(4.0, min(16.0, 1 + num_phones * 0.18)))
     axis = figure.subplots()

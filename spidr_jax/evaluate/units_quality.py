@@ -24,6 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from spidr_jax.errors import InputError
+
 __all__ = [
     "PhonesAndUnits",
     "UnitsQuality",
@@ -50,7 +52,7 @@ class UnitsQuality(NamedTuple):
 def _repeat_factor(frame_step: int, alignment_step: int) -> int:
     """How many alignment frames one unit spans; must be a positive integer."""
     if frame_step <= 0 or alignment_step <= 0 or frame_step % alignment_step != 0:
-        raise ValueError(
+        raise InputError(
             f"frame_step ({frame_step} ms) must be a positive multiple of alignment_step ({alignment_step} ms)"
         )
     return frame_step // alignment_step
@@ -74,13 +76,13 @@ def count_matrix(
     :returns: The (phones, units) int64 count matrix and the phone label of each row.
     """
     if repeat < 1:
-        raise ValueError(f"repeat must be >= 1, got {repeat}")
+        raise InputError(f"repeat must be >= 1, got {repeat}")
     phone_to_index: dict[str, int] = {}
     flat_chunks: list[np.ndarray] = []
     for fileid, (phones, units) in data.items():
         units_arr = np.repeat(np.asarray(units, dtype=np.int64).reshape(-1), repeat)
         if abs(len(phones) - len(units_arr)) > max_length_diff:
-            raise ValueError(
+            raise InputError(
                 f"{fileid}: {len(phones)} phone frames vs {len(units_arr)} unit frames after repeating each unit "
                 f"{repeat} times, more than the {max_length_diff} frames of difference allowed"
             )
@@ -127,7 +129,7 @@ def bitrate(*, num_units: int, sequences: Iterable[Sequence[int]] | None = None,
         num_frames += len(units_list)
         num_segments += sum(1 for _ in itertools.groupby(units_list))
     if num_frames == 0:
-        raise ValueError("Cannot compute a bitrate from empty unit sequences")
+        raise InputError("Cannot compute a bitrate from empty unit sequences")
     return math.log2(num_units) * num_segments / (num_frames * frame_step / 1000)
 
 
@@ -157,7 +159,7 @@ def units_quality(
     )
     total = counts.sum()
     if total == 0:
-        raise ValueError("No aligned frames to evaluate")
+        raise InputError("No aligned frames to evaluate")
     proba = counts / total
     p_phone = proba.sum(axis=1, keepdims=True)
     p_unit = proba.sum(axis=0, keepdims=True)

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from spidr_jax.config.loading import config_to_json
+from spidr_jax.errors import UsageError, exit_on_user_error
 from spidr_jax.launch.dump import JobFolder, folder_name, job_folder, sbatch_script, write_job_files
-from spidr_jax.launch.options import LaunchOptions, UsageError, build_parser, parse_options
+from spidr_jax.launch.options import LaunchOptions, build_parser, parse_options
 from spidr_jax.launch.resources import sbatch_options, script_arguments
 from spidr_jax.launch.submit import sbatch, show
 from spidr_jax.launch.validation import check_extract_args, check_train_configs
@@ -69,11 +70,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         build_parser().print_help()
         print("\nExtraction arguments: python -m spidr_jax.extract --help")
         return
-    try:
-        launch(parse_options(args))
-    except (UsageError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    with exit_on_user_error():
+        try:
+            launch(parse_options(args))
+        except FileNotFoundError as error:  # a file the command line names
+            raise UsageError(str(error)) from None
 
 
 if __name__ == "__main__":

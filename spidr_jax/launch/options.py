@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spidr_jax.errors import UsageError
+
 DUMP_VARIABLE = "SPIDR_JAX_LAUNCH_FOLDER"
 DEFAULT_DUMP = "slurm_jobs"  # relative to the submission directory, which compute nodes usually share
 
@@ -23,10 +25,6 @@ remaining arguments on every task (the processes share the manifest). Examples:
   python -m spidr_jax.launch --cpu -G 2 -c 1 configs/tiny.py --config.run.workdir=runs/tiny \\
       --config.data.manifest=train.csv
   python -m spidr_jax.launch extract -G 8 --checkpoint runs/base --manifest dev.csv --output feats --layer 6"""
-
-
-class UsageError(ValueError):
-    """Bad command-line input; the message is one line."""
 
 
 @dataclass

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from spidr_jax.launch.options import UsageError
+from spidr_jax.errors import UsageError
 
 SUBMIT_TIMEOUT = 120  # seconds; sbatch answers in well under a second unless the controller is unreachable
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from spidr_jax.config.cli import ConfigError, parse_config, require_fields
 from spidr_jax.config.run import Config
-from spidr_jax.launch.options import UsageError
+from spidr_jax.errors import UsageError
 
 
 def check_train_configs(configs: Sequence[str], overrides: Sequence[str]) -> list[Config]:
@@ -40,7 +40,7 @@ def check_train_configs(configs: Sequence[str], overrides: Sequence[str]) -> lis
 
 def check_extract_args(args: Sequence[str]) -> None:
     """The extraction's own argument parsing, and its inputs exist; raises `UsageError`."""
-    from spidr_jax.extract import parse_args  # noqa: PLC0415 (loads JAX: only for extraction jobs)
+    from spidr_jax.extract.cli import parse_args  # noqa: PLC0415 (loads JAX: only for extraction jobs)
 
     messages = io.StringIO()
     try:

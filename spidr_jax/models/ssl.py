@@ -107,6 +107,10 @@ class DinoSR(nnx.Module):
 
     # ---- shared pieces -------------------------------------------------------------------------------------
 
+    def of_codebook_layers(self, layers: list[jax.Array]) -> list[jax.Array]:
+        """From one entry per encoder layer, those of the codebook layers, in codebook order."""
+        return [layers[layer - 1] for layer in self.config.codebook_layers]
+
     def frame_lengths(self, lengths: jax.Array) -> jax.Array:
         """Number of valid frames for waveforms of `lengths` samples."""
         return conv_output_lengths(lengths, self.config.extractor_conv_layer_config)
@@ -126,7 +130,7 @@ class DinoSR(nnx.Module):
     def teacher_targets(self, feats: jax.Array, frame_mask: jax.Array | None = None) -> jax.Array:
         """Instance-normalized outputs of the teacher's last C layers, (C, B, T, D) fp32, no gradient."""
         feats = jax.lax.stop_gradient(feats)
-        layers = self.teacher.get_intermediate_outputs(feats, frame_mask)[-self.num_codebooks :]
+        layers = self.of_codebook_layers(self.teacher.get_intermediate_outputs(feats, frame_mask))
         return jax.lax.stop_gradient(instance_norm_over_time(jnp.stack(layers)))
 
     # ---- inference -----------------------------------------------------------------------------------------
@@ -156,7 +160,8 @@ class DinoSR(nnx.Module):
         probs = jnp.exp(self.heads(self.head_inputs(feats, frame_mask, deterministic=True, rngs=None)))
         if onehot:
             probs = jax.nn.one_hot(jnp.argmax(probs, axis=-1), probs.shape[-1], dtype=jnp.int32)
-        return [None] * (self.num_layers - self.num_codebooks) + list(probs)
+        by_layer = dict(zip(self.config.codebook_layers, probs, strict=True))
+        return [by_layer.get(layer) for layer in range(1, self.num_layers + 1)]
 
     def units(self, waveforms: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
         """Discrete units of the last C layers: (C, B, T) int32, argmax of each head."""
@@ -206,7 +211,7 @@ class SpidR(DinoSR):
     ) -> jax.Array:
         """The student's last C feed-forward outputs, (C, B, T, D)."""
         layers = self.student.get_intermediate_outputs(x, frame_mask, deterministic=deterministic, rngs=rngs)
-        return jnp.stack(layers[-self.num_codebooks :])
+        return jnp.stack(self.of_codebook_layers(layers))
 
 
 def build_model(cfg: DinoSRConfig, *, seed: int = 0, dtype: jnp.dtype = jnp.float32) -> DinoSR:

@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import sys
 
-from spidr_jax.cli_errors import exit_on_error
-from spidr_jax.closed_loop_noise import quiet_closed_loop_tracebacks
 from spidr_jax.config.cli import parse_config_or_exit, require_fields
-from spidr_jax.data.manifest import ManifestError
-from spidr_jax.formats import DamagedCheckpointError
-from spidr_jax.train.bad_audio import TooMuchBadAudioError
-from spidr_jax.train.checkpoints import CheckpointSaveError
-from spidr_jax.train.loop import NonFiniteLossError, train
+from spidr_jax.errors import exit_on_user_error
+from spidr_jax.storage.orbax_noise import quiet_closed_loop_tracebacks
+from spidr_jax.train.loop import train
 from spidr_jax.train.signals import INTERRUPTED
-from spidr_jax.train.workdir_lock import WorkdirLockedError
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,17 +25,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     cfg = parse_config_or_exit(args, strict=True)
     quiet_closed_loop_tracebacks()  # a failed checkpoint write is reported in one line, without Orbax's echoes
-    stops = (
-        ManifestError,
-        NonFiniteLossError,
-        CheckpointSaveError,
-        DamagedCheckpointError,
-        TooMuchBadAudioError,
-        WorkdirLockedError,
-        OSError,  # disk full, read-only or missing workdir: the message names the path
-    )
     try:
-        with exit_on_error(stops):
+        with exit_on_user_error():  # a disk full, a read-only or missing workdir too: the message names the path
             require_fields(cfg, ["run.workdir", "data.manifest"])
             result = train(cfg)
     except KeyboardInterrupt:

@@ -17,12 +17,13 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from spidr_jax.data.scan import ScanResult, format_problems
+from spidr_jax.errors import UserError
 
 BAD_AUDIO_FILE = "bad_audio.txt"
 MIN_FAILURES = 10
 
 
-class TooMuchBadAudioError(RuntimeError):
+class TooMuchBadAudioError(UserError, RuntimeError):
     """More than `data.max_bad_fraction` of the loaded rows failed to decode."""
 
 

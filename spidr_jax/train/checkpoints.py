@@ -1,7 +1,7 @@
 """Checkpoints of a training run under `<workdir>/checkpoints`: the train state and where the data stands.
 
 The layout (a "model" item that inference restores alone, a "training" item, a "meta" item with the step, the
-data seed and checksums) is `spidr_jax.formats`'. Batches are a pure function of (seed, step), so the step is
+data seed and checksums) is `spidr_jax.storage`'s. Batches are a pure function of (seed, step), so the step is
 the data position: a restarted run resumes exactly where it stopped. Saves are asynchronous; every process takes
 part (multi-host). A restore verifies what it reads and falls back to the newest intact checkpoint; a training
 run sets damaged ones aside rather than letting `keep_latest` rotate the good ones out.
@@ -18,11 +18,12 @@ import jax.numpy as jnp
 from absl import logging as absl_logging
 from jax.experimental import multihost_utils
 
-from spidr_jax import formats
-from spidr_jax.closed_loop_noise import quiet_closed_loop_tracebacks
 from spidr_jax.config.model import DinoSRConfig
 from spidr_jax.config.run import OptimizerConfig
+from spidr_jax.errors import UserError
 from spidr_jax.models import build_model
+from spidr_jax.storage import checkpoint_items as formats
+from spidr_jax.storage.orbax_noise import one_line_reason, quiet_closed_loop_tracebacks
 from spidr_jax.train.loss_scale import init_loss_scale
 from spidr_jax.train.optimizer import adamw
 from spidr_jax.train.state import COMPUTE_DTYPES, TrainState, split_model
@@ -30,7 +31,7 @@ from spidr_jax.train.state import COMPUTE_DTYPES, TrainState, split_model
 CHECKPOINT_DIR = formats.CHECKPOINT_DIR
 
 
-class CheckpointSaveError(RuntimeError):
+class CheckpointSaveError(UserError, RuntimeError):
     """An asynchronous checkpoint save failed (disk full, permissions, storage errors)."""
 
 
@@ -81,7 +82,7 @@ class RunCheckpoints:
     def _save_error(self, error: BaseException) -> CheckpointSaveError:
         quiet_closed_loop_tracebacks()  # the run stops on this error, reported in one line
         return CheckpointSaveError(
-            f"saving a checkpoint in {self.directory} failed: {formats.one_line_reason(error)} "
+            f"saving a checkpoint in {self.directory} failed: {one_line_reason(error)} "
             f"(the newest complete checkpoint is step {self.manager.latest_step()})"
         )
 

@@ -87,8 +87,6 @@ def spidr_switch_step(start_decay: float, timescale: float, threshold: float) ->
 def _ema_parts(cfg: DinoSRConfig) -> _Parts:
     """The weight and the "decay is exactly 1" mask of the config's schedule (SpidR or DinoSR)."""
     if isinstance(cfg, SpidRConfig):
-        if cfg.ema_timescale <= 0:
-            raise ValueError(f"model.ema_timescale must be positive, got {cfg.ema_timescale}")
         scale, rate = 1 - cfg.ema_start_decay, -1 / cfg.ema_timescale
         switch = spidr_switch_step(cfg.ema_start_decay, cfg.ema_timescale, cfg.ema_threshold)
 

@@ -22,6 +22,7 @@ from spidr_jax.config.run import Config
 from spidr_jax.data.audio import SAMPLE_RATE, AudioError
 from spidr_jax.data.load_batch import BAD_AUDIO
 from spidr_jax.data.pipeline import TrainingData, validation_batches
+from spidr_jax.errors import UserError
 from spidr_jax.progress import make_progress
 from spidr_jax.runtime import enable_compilation_cache, initialize_distributed
 from spidr_jax.sharding import data_mesh, replicated
@@ -42,7 +43,7 @@ CROP_WARNING = 0.15  # above this fraction of the audio cropped to the bucket le
 SAVE_CHECK_INTERVAL = 10  # steps between two checks for a failed asynchronous checkpoint save
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The loss became NaN or infinite; the run stopped without saving."""
 
 

@@ -40,11 +40,8 @@ _Phase = Callable[[jax.Array], jax.Array]  # int32 step within the phase -> floa
 def learning_rate_schedule(cfg: OptimizerConfig) -> Schedule:
     """The learning rate of the t-th optimizer update (t = 0, 1, ...), as a jit-able function of an int32 step.
 
-    Raises:
-        ValueError: if the configuration would make the reference's scheduler fail (the message names the field).
-
+    The config's values are checked when it is loaded (`spidr_jax.config.checks.check_optimizer`).
     """
-    _check_optimizer_config(cfg)
     base = float(cfg.lr)
     warmup, hold = int(cfg.warmup_steps), int(cfg.hold_steps)
     # The reference ignores init_lr_scale without warmup.
@@ -155,25 +152,3 @@ def _rsqrt(base: float, timescale: float, shift: float) -> _Phase:
     numerator, offset = base * math.sqrt(timescale), timescale + shift
     # ts + shift + k is an exact float32 integer for any realistic step: one correctly rounded sqrt and division.
     return lambda k: jnp.float32(numerator) / jnp.sqrt(k.astype(jnp.float32) + jnp.float32(offset))
-
-
-def _check_optimizer_config(cfg: OptimizerConfig) -> None:
-    """Reject the settings on which the reference's scheduler raises (at build time or at some later step)."""
-    if cfg.scheduler not in {"tristage", "cosine", "rsqrt", "constant"}:
-        raise ValueError(f"optimizer.scheduler must be tristage, cosine, rsqrt or constant, got {cfg.scheduler!r}")
-    if cfg.warmup_steps < 0 or cfg.hold_steps < 0:
-        raise ValueError("optimizer.warmup_steps and optimizer.hold_steps must be >= 0")
-    if cfg.warmup_steps > 0 and not 0 < cfg.init_lr_scale <= 1:
-        raise ValueError(f"optimizer.init_lr_scale must be in (0, 1] with a warmup, got {cfg.init_lr_scale}")
-    if cfg.scheduler == "tristage":
-        if cfg.decay_steps <= 0:
-            raise ValueError(f"optimizer.decay_steps must be positive, got {cfg.decay_steps}")
-        if cfg.final_lr_scale <= 0:
-            raise ValueError(f"optimizer.final_lr_scale must be positive for tristage, got {cfg.final_lr_scale}")
-    if cfg.scheduler == "cosine" and cfg.max_steps == cfg.warmup_steps:
-        raise ValueError("optimizer.max_steps must differ from optimizer.warmup_steps for the cosine scheduler")
-    if cfg.scheduler == "rsqrt" and (cfg.rsqrt_timescale <= 0 or cfg.rsqrt_shift < 0):
-        raise ValueError(
-            "optimizer.rsqrt_timescale must be positive and optimizer.rsqrt_shift >= 0, "
-            f"got {cfg.rsqrt_timescale} and {cfg.rsqrt_shift}"
-        )

@@ -19,12 +19,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from spidr_jax.errors import UserError
+
 LOCK_FILE = "run.lock"
 REFRESH_EVERY = 30.0  # seconds between two refreshes of the lock's modification time
 STALE_AFTER = 180.0  # a lock of another host not refreshed for this long is stale (allows for clock skew)
 
 
-class WorkdirLockedError(RuntimeError):
+class WorkdirLockedError(UserError, RuntimeError):
     """Another training holds the workdir."""
 
 

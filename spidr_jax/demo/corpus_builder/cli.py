@@ -12,12 +12,12 @@ from pathlib import Path
 
 from spidr_jax.demo import corpus_dir
 from spidr_jax.demo.corpus_builder.checks import TimingReport, check_timing
-from spidr_jax.demo.corpus_builder.espeak import Espeak, EspeakUnavailableError
-from spidr_jax.demo.corpus_builder.phones import UnknownPhonemeError
+from spidr_jax.demo.corpus_builder.espeak import Espeak
 from spidr_jax.demo.corpus_builder.plan import SAMPLE_RATE, BuildOptions
 from spidr_jax.demo.corpus_builder.readme import write_readme
 from spidr_jax.demo.corpus_builder.synthesis import Utterance, synthesize_corpus
 from spidr_jax.demo.corpus_builder.writers import folder_megabytes, write_corpus
+from spidr_jax.errors import exit_on_user_error
 
 
 def build(output: Path, options: BuildOptions, library: str | None = None) -> tuple[list[Utterance], TimingReport]:
@@ -58,10 +58,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     options = BuildOptions(
         seed=args.seed, num_utterances=args.num_utterances, dev_fraction=args.dev_fraction, bits=args.bits
     )
-    try:
+    with exit_on_user_error():
         utterances, timing = build(args.output, options, args.library)
-    except (EspeakUnavailableError, FileExistsError, UnknownPhonemeError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
     seconds = sum(u.num_samples for u in utterances) / SAMPLE_RATE
     num_dev = sum(u.split == "dev" for u in utterances)
     print(

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spidr_jax.errors import InputError, UserError
+
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _INITIALIZE_PHONEME_EVENTS = 0x0001
 _INITIALIZE_PHONEME_IPA = 0x0002
@@ -45,7 +47,7 @@ class _Event(ctypes.Structure):
 _SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 
-class EspeakUnavailableError(RuntimeError):
+class EspeakUnavailableError(UserError, RuntimeError):
     """libespeak-ng could not be found or loaded."""
 
 
@@ -150,7 +152,7 @@ class Espeak:
         """Speak `text` with the given voice settings; phoneme names in IPA, or in espeak's mnemonics."""
         self._initialize(ipa=ipa)
         if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise ValueError(f"espeak-ng has no voice {voice!r} (see `espeak-ng --voices=en`)")
+            raise InputError(f"espeak-ng has no voice {voice!r} (see `espeak-ng --voices=en`)")
         for parameter, value in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch), (_PARAM_RANGE, pitch_range)):
             self._lib.espeak_SetParameter(parameter, value, 0)
         self._lib.espeak_SetParameter(_PARAM_VOLUME, 100, 0)

@@ -18,6 +18,7 @@ import numpy as np
 
 from spidr_jax.demo.corpus_builder.espeak import Synthesis
 from spidr_jax.demo.corpus_builder.plan import FRAME_SAMPLES
+from spidr_jax.errors import UserError
 
 SIL = "SIL"
 
@@ -87,7 +88,7 @@ EMPTY_IPA_TO_PHONE: dict[str, str] = {"_": SIL, "_:": SIL, ";": "Y"}
 MIN_SILENCE = 2e-3  # seconds: shorter runs of zero samples are waveform zero crossings, not synthesized silence
 
 
-class UnknownPhonemeError(ValueError):
+class UnknownPhonemeError(UserError, ValueError):
     """espeak-ng reported a phoneme that the mappings do not cover."""
 
 

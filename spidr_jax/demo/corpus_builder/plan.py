@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spidr_jax.demo.corpus_builder.sentences import make_sentences
+from spidr_jax.errors import InputError
 
 SAMPLE_RATE = 16_000
 FRAME_SAMPLES = 160  # one alignment label per 10 ms
@@ -76,7 +77,7 @@ def plan_utterances(options: BuildOptions) -> list[Planned]:
     num_speakers = len(SPEAKERS)
     num_dev = max(num_speakers, round(options.num_utterances * options.dev_fraction / num_speakers) * num_speakers)
     if num_dev >= options.num_utterances:
-        raise ValueError(f"{options.num_utterances} utterances leave none for train after {num_dev} dev ones")
+        raise InputError(f"{options.num_utterances} utterances leave none for train after {num_dev} dev ones")
     plan = []
     for index, text in enumerate(sentences):
         split = "dev" if index < num_dev else "train"

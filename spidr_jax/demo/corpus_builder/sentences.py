@@ -12,6 +12,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from spidr_jax.errors import InputError
+
 _T = TypeVar("_T")
 
 
@@ -144,4 +146,4 @@ def make_sentences(count: int, rng: np.random.Generator) -> list[str]:
         seen.setdefault(make_sentence(rng))
         if len(seen) == count:
             return list(seen)
-    raise ValueError(f"the grammar produced only {len(seen)} distinct sentences; ask for fewer than {count}")
+    raise InputError(f"the grammar produced only {len(seen)} distinct sentences; ask for fewer than {count}")

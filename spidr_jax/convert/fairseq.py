@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from spidr_jax.interop.torch_layout import StateDictMismatchError
+from spidr_jax.convert.torch_layout import StateDictMismatchError
 
 _LAYER = {
     "fc1": "feed_forward.intermediate_dense",

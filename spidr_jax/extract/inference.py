@@ -1,7 +1,8 @@
 """Run a model over every file of a manifest: whole utterances in a few static padded shapes, on all devices.
 
 `model_outputs` yields one array per file (its valid frames only), or the reason a file could not be read or
-computed. It serves the extraction CLI, unit-quality evaluation and the end-of-training report alike.
+computed. It serves extraction, unit-quality evaluation and the end-of-training report alike; what is computed
+for each batch is an output function of `spidr_jax.models.layer_outputs`.
 
 Files longer than `Batching.long_seconds` run alone (a batch of one, after all the others), where the model's
 blocked attention and chunked extractor bound the memory; a file that still exhausts the memory of the device is
@@ -27,10 +28,8 @@ from spidr_jax.data.manifest import ManifestRow
 from spidr_jax.data.padded_batches import PaddedBatch, padding_fraction, plan_padded_batches
 from spidr_jax.data.scan import bounded_map
 from spidr_jax.models import DinoSR
+from spidr_jax.models.layer_outputs import OutputFunction
 from spidr_jax.sharding import data_mesh
-
-# (model, waveforms (B, S), lengths (B,)) -> a batch-first array (B, T, ...)
-OutputFunction = Callable[[DinoSR, jax.Array, jax.Array], jax.Array]
 
 
 @dataclass(frozen=True)
@@ -60,22 +59,6 @@ class FileOutput(NamedTuple):
     value: np.ndarray | None
     error: str | None
     seconds: float
-
-
-@functools.cache  # the same function object for the same layer, so its compiled form is reused
-def features_at(layer: int, *, before_residual: bool = True) -> OutputFunction:
-    """Student features of a 1-based layer, (B, T, D) float32."""
-
-    def output(model: DinoSR, waveforms: jax.Array, lengths: jax.Array) -> jax.Array:
-        layers = model.get_intermediate_outputs(waveforms, lengths, num_layers=layer, before_residual=before_residual)
-        return layers[layer - 1].astype(np.float32)
-
-    return output
-
-
-def units_of_codebooks(model: DinoSR, waveforms: jax.Array, lengths: jax.Array) -> jax.Array:
-    """Units of every codebook layer, (B, T, C) int32 (the last C layers, in order)."""
-    return model.units(waveforms, lengths).transpose(1, 2, 0)
 
 
 @functools.cache  # one jitted function per (model structure, output): evaluations during training reuse it

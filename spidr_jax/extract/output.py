@@ -4,7 +4,7 @@ Features are written to a temporary name and renamed. Units are appended to `uni
 or by each process to its own shard `units-<k>-of-<n>.jsonl`, which process 0 folds into `units.jsonl` at the
 end. Only newline-terminated lines count as written: a cut last line is removed before appending again.
 Created files get the permissions the umask gives (temporary files start private and are opened up), and a
-failed write (disk full, read-only directory) raises `OutputError` naming the path.
+failed write (disk full, read-only directory) raises `WriteError` naming the path (`spidr_jax.storage.atomic`).
 """
 
 from __future__ import annotations
@@ -14,65 +14,21 @@ import io
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 
-from spidr_jax.file_modes import file_mode
+from spidr_jax.errors import UserError
+from spidr_jax.storage.atomic import make_directory, write_atomically, write_failure
 
 UNITS_FILE = "units.jsonl"
 SHARD_PATTERN = re.compile(r"units-\d{5}-of-\d{5}\.jsonl")
 TEMPORARY_PATTERN = re.compile(r"\..+\.(npy|json)\.[A-Za-z0-9_]+\.tmp")  # what write_atomically leaves if killed
 
 
-class ExtractionError(ValueError):
+class ExtractionError(UserError, ValueError):
     """Bad extraction request or unusable output; the message names the file or setting."""
-
-
-class OutputError(ExtractionError):
-    """Something could not be written; the message names the path and the reason."""
-
-
-def write_failure(path: Path, error: OSError) -> OutputError:
-    """The one-line error for a failed write of `path`."""
-    return OutputError(f"cannot write {path}: {error.strerror or error}")
-
-
-def make_directory(path: Path) -> None:
-    """Create a directory (and parents) with the umask's permissions."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise write_failure(path, error) from error
-
-
-def write_atomically(target: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write a file under a temporary name in its directory, then rename it: it is complete or absent."""
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as error:
-        raise write_failure(target, error) from error
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-        tmp.chmod(file_mode())  # mkstemp creates 0600
-        tmp.replace(target)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise write_failure(target, error) from error
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_json(target: Path, data: dict) -> None:
-    """A JSON file, atomically."""
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    write_atomically(target, lambda file: file.write(text.encode("utf-8")))
 
 
 def shard_name(index: int, count: int) -> str:

@@ -15,13 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from spidr_jax.cli_errors import exit_on_error
-from spidr_jax.config.model import ConfigError
-from spidr_jax.data.audio import AudioError
-from spidr_jax.data.manifest import ManifestError
-from spidr_jax.extraction import ExtractionError, ExtractionOptions, log, run_extraction
-from spidr_jax.extraction_processes import join_processes
-from spidr_jax.inference import Batching
+from spidr_jax.errors import exit_on_user_error
+from spidr_jax.extract.inference import Batching
+from spidr_jax.extract.processes import join_processes
+from spidr_jax.extract.run import ExtractionOptions, log, run_extraction
 from spidr_jax.runtime import enable_compilation_cache
 
 
@@ -58,7 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Run the extraction; exit 1 on bad input, or on bad audio with --on-error stop."""
     args = parse_args(argv)
-    with exit_on_error((ValueError,)):  # a malformed launcher variable
+    with exit_on_user_error():  # a malformed launcher variable
         processes = join_processes()  # before anything touches a device
     enable_compilation_cache()  # a second extraction with the same shapes compiles nothing
     options = ExtractionOptions(
@@ -77,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         progress=not args.quiet and processes.count == 1,  # several progress bars would interleave
         overwrite=args.overwrite,
     )
-    with exit_on_error((AudioError, ManifestError, ExtractionError, ConfigError)):
+    with exit_on_user_error():
         summary = run_extraction(Path(args.checkpoint), Path(args.manifest), Path(args.output), options, processes)
     log(processes, summary.describe())
     if summary.merged:

@@ -1,7 +1,7 @@
 """The reference's PyTorch state_dict layout and how each tensor maps onto this package's parameter tree.
 
 One table (`torch_layout`) drives both directions, so torch -> JAX -> torch is bit-exact. Everything here works on
-numpy arrays; reading and writing `.pt` files lives in `spidr_jax.interop.torch_files`.
+numpy arrays; reading and writing `.pt` files lives in `spidr_jax.convert.torch_files`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from typing import Any, Literal
 import numpy as np
 
 from spidr_jax.config.model import DinoSRConfig
+from spidr_jax.errors import UserError
 
 Kind = Literal["copy", "linear", "conv", "step"]
 Path = tuple[str | int, ...]
 
 
-class StateDictMismatchError(ValueError):
+class StateDictMismatchError(UserError, ValueError):
     """A state_dict does not fit the model config; the message names the offending keys and shapes."""
 
 

@@ -13,13 +13,13 @@ from typing import Any, Literal
 import numpy as np
 
 from spidr_jax.config.model import CONFIG_CLASSES, ConfigError, DinoSRConfig, model_config_from_dict
-from spidr_jax.errors import MissingDependencyError
-from spidr_jax.interop.fairseq import state_dict_from_fairseq
+from spidr_jax.convert.fairseq import state_dict_from_fairseq
+from spidr_jax.errors import MissingDependencyError, UserError
 
 SourceFormat = Literal["spidr", "dinosr", "dinosr_fairseq"]
 
 
-class CheckpointReadError(ValueError):
+class CheckpointReadError(UserError, ValueError):
     """A checkpoint file could not be read; the message names the file."""
 
 

@@ -1,13 +1,11 @@
-"""Feature and unit extraction over a manifest, written to disk resumably (see spidr_jax.extract for the CLI).
+"""Feature and unit extraction over a manifest, written to disk resumably (the command line is `cli`).
 
-One process or several (each takes a share of the manifest, see `spidr_jax.extraction_processes`); the output
-directory records its settings (`spidr_jax.extraction_settings`) and holds only complete files
-(`spidr_jax.extraction_output`).
+One process or several (each takes a share of the manifest, see `processes`); the output directory records its
+settings (`settings`) and holds only complete files (`output`); the model runs over padded batches (`inference`).
 """
 
 from __future__ import annotations
 
-import functools
 import sys
 import time
 from collections import defaultdict
@@ -19,12 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from spidr_jax.data.manifest import ManifestError, ManifestRow, read_manifest
-from spidr_jax.extraction_output import ExtractionError, FeatureWriter, UnitsWriter, merge_shards
-from spidr_jax.extraction_processes import Processes, split_rows
-from spidr_jax.extraction_settings import ExtractionSettings, prepare_output
-from spidr_jax.inference import Batching, OutputFunction, features_at, model_outputs, plan
+from spidr_jax.errors import UserError
+from spidr_jax.extract.inference import Batching, model_outputs, plan
+from spidr_jax.extract.output import ExtractionError, FeatureWriter, UnitsWriter, merge_shards
+from spidr_jax.extract.processes import Processes, split_rows
+from spidr_jax.extract.settings import ExtractionSettings, prepare_output
 from spidr_jax.models import DinoSR
 from spidr_jax.models.attention_kernel import attention_kernel
+from spidr_jax.models.layer_outputs import check_layer, features_at, units_at
 from spidr_jax.pretrained import is_training_workdir, model_from_tree, read_pretrained
 from spidr_jax.progress import make_progress
 
@@ -67,18 +67,6 @@ class ExtractionSummary:
         return "\n".join([text, *(f"  failed: {path}: {reason}" for path, reason in self.failed)])
 
 
-def check_layer(model: DinoSR, layer: int, *, units: bool) -> None:
-    """Raise ExtractionError naming the valid layers."""
-    first_unit_layer = model.num_layers - model.num_codebooks + 1
-    if units and not first_unit_layer <= layer <= model.num_layers:
-        raise ExtractionError(
-            f"--layer {layer} has no codebook predictions; "
-            f"units exist for layers {first_unit_layer}..{model.num_layers}"
-        )
-    if not 1 <= layer <= model.num_layers:
-        raise ExtractionError(f"--layer must be between 1 and {model.num_layers}, got {layer}")
-
-
 def check_unique(rows: list[ManifestRow], manifest: Path) -> None:
     """Raise ManifestError naming the first fileid that several rows share (outputs are named by fileid)."""
     positions: dict[str, list[int]] = defaultdict(list)
@@ -88,21 +76,6 @@ def check_unique(rows: list[ManifestRow], manifest: Path) -> None:
         if len(numbers) > 1:
             where = ", ".join(f"{n} ({rows[n - 1].location})" for n in numbers[:4])
             raise ManifestError(manifest, f"fileid {fileid!r} is on {len(numbers)} rows: data rows {where}")
-
-
-def units_at(layer: int, model: DinoSR) -> OutputFunction:
-    """Units of a 1-based layer that has a codebook, (B, T) int32."""
-    return units_of_head(layer - (model.num_layers - model.num_codebooks) - 1)
-
-
-@functools.cache  # the same function for the same head, so that its compiled form is reused
-def units_of_head(head: int) -> OutputFunction:
-    """Units of the codebook head `head` (0-based), (B, T) int32."""
-
-    def output(model: DinoSR, waveforms: jax.Array, lengths: jax.Array) -> jax.Array:
-        return model.units(waveforms, lengths)[head]
-
-    return output
 
 
 def load_checkpoint(path: Path, dtype: str) -> tuple[DinoSR, str, int]:
@@ -139,14 +112,14 @@ def log(processes: Processes, message: str) -> None:
 
 def prepare(output: Path, settings: ExtractionSettings, options: ExtractionOptions, processes: Processes) -> None:
     """Process 0 checks and records the settings in `output`; every process learns whether that worked."""
-    failure: ExtractionError | None = None
+    failure: UserError | None = None
     if processes.is_first:
         print(f"checkpoint: {settings.describe_checkpoint()}", file=sys.stderr, flush=True)
         try:
             removed = prepare_output(output, settings, overwrite=options.overwrite)
             if removed:
                 log(processes, f"--overwrite: deleted {removed} files of an earlier extraction in {output}")
-        except ExtractionError as error:
+        except UserError as error:
             failure = error
     if not processes.all_ok(failure is None)[0]:
         raise failure or ExtractionError(f"{output}: process 0 could not prepare the output directory")
@@ -163,16 +136,16 @@ def run_extraction(
     rows = read_manifest(manifest)
     check_unique(rows, manifest)
     model, kind, step = load_checkpoint(checkpoint.resolve(), options.dtype)  # Orbax wants absolute paths
-    check_layer(model, options.layer, units=options.units)
+    check_layer(model.config, options.layer, units=options.units)
     kernel = attention_kernel(options.attention, jax.default_backend(), jnp.dtype(options.dtype), field="--attention")
     model.set_attention_kernel(kernel)
     prepare(output, settings_of(checkpoint, model, kind, step, options), options, processes)
     summary = ExtractionSummary()
-    failure: ExtractionError | None = None
+    failure: UserError | None = None
     try:
         share = [rows[i] for i in split_rows(rows, processes.count)[processes.index]]
         extract_share(model, share, output, options=options, processes=processes, summary=summary)
-    except ExtractionError as error:  # every process still reaches the barrier below
+    except UserError as error:  # every process still reaches the barrier below
         failure = error
     if processes.count > 1:
         log(processes, "waiting for the other processes")
@@ -207,7 +180,7 @@ def extract_share(
     todo = [] if summary.failed and options.stop_on_error else [row for row in todo if row.num_samples > 0]
     summary.padding = plan(todo, options.batching, jax.local_device_count())[1]
     layer_output = (
-        units_at(options.layer, model)
+        units_at(options.layer, model.config)
         if options.units
         else features_at(options.layer, before_residual=options.before_residual)
     )

@@ -1,48 +1,26 @@
-"""What spidr_jax writes to disk, in one place: converted model directories and training checkpoints.
+"""A training run's checkpoints under `<workdir>/checkpoints/<step>/`: saving, restoring and verifying the items.
 
-A converted model directory (`convert/torch_to_orbax.py`):
-
-    config.json   {"format": ..., "run": {"model_type": "spidr"|"dinosr"}, "model": {reference model fields}}
-    state/        Orbax pytree: the model's full state (student, teacher, heads, codebooks, mask embedding, step)
-
-A training workdir keeps its checkpoints under `checkpoints/<step>/`, each with three items:
-
-    model/        Orbax pytree {"params", "teacher", "codebooks", "step"}: restored alone (no teacher) for inference
-    training/     Orbax pytree {"opt_state", "rng", "loss_scale"}: the rest of the train state
-    meta/         JSON: step, data seed, and the checksum of every array of the two items above
-
-Checkpoints written before the split hold one item `state/` (the whole train state, no checksums); they are read
-as before. A restore verifies checksums and finiteness: a damaged checkpoint raises `DamagedCheckpointError`,
-which names the step and the file, and callers fall back to an older one.
+The layout (items `model`, `training`, `meta`, and the older single item `state`) is described in
+`spidr_jax.storage`. A restore verifies checksums and finiteness: a damaged checkpoint raises
+`DamagedCheckpointError`, which names the step and the file, and callers fall back to an older one.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import logging as absl_logging
 
-from spidr_jax.checksums import checksum_mismatch, first_non_finite, tree_checksums
+from spidr_jax.errors import UserError
+from spidr_jax.storage.checksums import checksum_mismatch, first_non_finite, tree_checksums
+from spidr_jax.storage.orbax_noise import one_line_reason, quiet_absl, stderr_kept_on_success
 
-# ---- converted model directories ------------------------------------------------------------------------------
-FORMAT = "spidr_jax.pretrained/1"
-CONFIG_FILE = "config.json"
-STATE_DIR = "state"
-
-# ---- training checkpoints -------------------------------------------------------------------------------------
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged_checkpoints"  # damaged checkpoints are moved here, out of reach of keep_latest
 MODEL_ITEM, TRAINING_ITEM, META_ITEM = "model", "training", "meta"
@@ -51,81 +29,12 @@ MODEL_KEYS = ("params", "teacher", "codebooks", "step")
 TRAINING_KEYS = ("opt_state", "rng", "loss_scale")
 
 
-class DamagedCheckpointError(ValueError):
+class DamagedCheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used: unreadable, altered since it was written, or holding NaN/inf."""
 
     def __init__(self, step: int, where: Path, reason: str) -> None:
         super().__init__(f"checkpoint at step {step} is damaged: {where}: {reason}")
         self.step = step
-
-
-@contextmanager
-def quiet_absl(enabled: bool) -> Iterator[None]:
-    """Silence absl warnings for the duration (when enabled)."""
-    previous = absl_logging.get_verbosity()
-    if enabled:
-        absl_logging.set_verbosity(absl_logging.ERROR)
-    try:
-        yield
-    finally:
-        absl_logging.set_verbosity(previous)
-
-
-def write_model_dir(output_dir: Path, model_type: str, model_fields: dict, tree: dict) -> None:
-    """Write a converted model directory atomically: built in a temporary sibling, renamed at the end."""
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    try:
-        # Closing the checkpointer waits for its writer threads, so none writes into `tmp` after it is removed.
-        with ocp.StandardCheckpointer() as checkpointer:
-            checkpointer.save(tmp / STATE_DIR, tree)
-            checkpointer.wait_until_finished()
-        config = {"format": FORMAT, "run": {"model_type": model_type}, "model": model_fields}
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        tmp.rename(output_dir)
-    except BaseException:
-        remove_tree(tmp)
-        raise
-
-
-def remove_tree(path: Path, *, settle_s: float = 1.0, deadline_s: float = 30.0) -> None:
-    """Remove a directory tree that late writers may still add to, or even create again.
-
-    After a failed save, TensorStore's writes already under way go on and create the directories they need, so
-    the tree is removed until it has stayed absent for `settle_s` (at most `deadline_s`).
-    """
-    deadline = time.monotonic() + deadline_s
-    absent_since = None
-    while time.monotonic() < deadline:
-        if path.exists():
-            shutil.rmtree(path, ignore_errors=True)
-            absent_since = None
-        elif absent_since is None:
-            absent_since = time.monotonic()
-        elif time.monotonic() - absent_since >= settle_s:
-            return
-        time.sleep(0.05)
-
-
-def read_model_dir_state(path: Path, *, teacher: bool = True) -> dict:
-    """The raw Orbax tree of a converted directory's `state/`; without the teacher unless `teacher`.
-
-    Orbax's errors propagate.
-    """
-    directory = (path / STATE_DIR).resolve()  # Orbax wants absolute paths
-    if teacher:
-        return ocp.StandardCheckpointer().restore(directory)
-    handler = ocp.PyTreeCheckpointHandler()
-    target = {key: value for key, value in handler.metadata(directory).tree.items() if key != "teacher"}
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-    args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
-    with ocp.Checkpointer(handler) as checkpointer:
-        return checkpointer.restore(directory, args=args)
-
-
-def is_training_workdir(path: str | Path) -> bool:
-    """Whether `path` is a training run's workdir (rather than a converted model directory)."""
-    return (Path(path) / CHECKPOINT_DIR).is_dir() and not (Path(path) / STATE_DIR).is_dir()
 
 
 def checkpoint_manager(workdir: Path, *, keep_latest: int = -1, read_only: bool = False) -> ocp.CheckpointManager:
@@ -170,12 +79,6 @@ def _restore_args(target: dict, *, partial: bool = False) -> ocp.args.PyTreeRest
     return ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=partial)
 
 
-def _legacy_args(target: dict) -> ocp.args.PyTreeRestore:
-    # Part of the old single item: restore only the keys of `target`.
-    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
-    return ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
-
-
 def restore_checkpoint(
     manager: ocp.CheckpointManager, step: int, model_target: dict, training_target: dict | None
 ) -> Restored:
@@ -186,10 +89,10 @@ def restore_checkpoint(
     directory = manager.directory / str(step)
     legacy = (directory / LEGACY_STATE_ITEM).is_dir() and not (directory / MODEL_ITEM).is_dir()
     try:
-        with _stderr_kept_on_success():
+        with stderr_kept_on_success():
             if legacy:
                 target = {**model_target, **(training_target or {})}
-                args = ocp.args.Composite(state=_legacy_args(target), meta=ocp.args.JsonRestore())
+                args = ocp.args.Composite(state=_restore_args(target, partial=True), meta=ocp.args.JsonRestore())
                 restored = manager.restore(step, args=args)
                 state, meta = dict(restored.state), dict(restored.meta)
                 model = {key: state[key] for key in model_target}
@@ -210,35 +113,6 @@ def restore_checkpoint(
     return Restored(step=step, model=model, training=training, meta=meta)
 
 
-@contextmanager
-def _stderr_kept_on_success() -> Iterator[None]:
-    """Hold what is written to stderr (fd 2) meanwhile; write it out unless the block fails.
-
-    When one read of a restore fails, Orbax closes its event loop while TensorStore still completes the other
-    reads, and each completion prints an "Event loop is closed" traceback from a native thread, past Python's
-    hooks. The failure is reported in one line instead, so what was printed around it is dropped (after a
-    moment for the last completions to arrive).
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        failed = False
-        try:
-            yield
-        except BaseException:
-            failed = True
-            time.sleep(1.0)
-            raise
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            if not failed:
-                held.seek(0)
-                os.write(2, held.read())
-
-
 def _verify(step: int, directory: Path, item: str, tree: dict, meta: dict) -> None:
     expected = meta.get("checksums", {}).get(item)
     if expected is not None:  # older checkpoints have none
@@ -248,23 +122,6 @@ def _verify(step: int, directory: Path, item: str, tree: dict, meta: dict) -> No
     path = first_non_finite(tree)
     if path is not None:
         raise DamagedCheckpointError(step, directory / item, f"array {path} holds NaN or infinite values")
-
-
-def one_line_reason(error: BaseException) -> str:
-    """A one-line reason from an Orbax/TensorStore/JSON error, naming the file and array where it says them."""
-    text = str(error).strip()
-    line = text.splitlines()[0] if text else type(error).__name__
-    line = line.split(" See full TensorStore details")[0]
-    os_error = re.search(r"([^:]+) \[os_error_code='\d+'\]", text)  # TensorStore's wording of an OS error
-    if os_error:
-        failed_file = re.search(r'(?:writing|reading|opening): "([^"]+)"', text)
-        return os_error.group(1).strip() + (f": {failed_file.group(1)}" if failed_file else "")
-    paths = re.findall(r"'path': '([^']*)'", text)  # TensorStore specs: the item's directory, then the array
-    directories = [path for path in paths if path.startswith("/")]
-    arrays = [path.rstrip("/") for path in paths if not path.startswith("/")]
-    if directories and arrays:
-        line = f"{directories[-1]}{arrays[-1]}: {line}"
-    return line if len(line) <= 300 else line[:297] + "..."
 
 
 def restore_newest_intact(

@@ -14,19 +14,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from spidr_jax.file_modes import apply_umask, file_mode
-from spidr_jax.interop.torch_files import (
+from spidr_jax.convert.torch_files import (
     SourceFormat,
     config_beside,
     load_torch_file,
     reference_state_dict,
     save_torch_state_dict,
 )
-from spidr_jax.interop.torch_layout import StateDictMismatchError, state_dict_to_tree, tree_to_state_dict
+from spidr_jax.convert.torch_layout import StateDictMismatchError, state_dict_to_tree, tree_to_state_dict
+from spidr_jax.errors import InputError, UserError
 from spidr_jax.pretrained import PretrainedFormatError, read_pretrained, save_pretrained
+from spidr_jax.storage.file_modes import apply_umask, file_mode
 
 
-class ConversionWriteError(ValueError):
+class ConversionWriteError(UserError, ValueError):
     """The output could not be written (disk full, read-only directory); the message names the path."""
 
 
@@ -144,7 +145,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         field, sep, value = item.partition("=")
         if not sep or not field:
-            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
+            raise InputError(f"--set expects FIELD=VALUE, got {item!r}")
         try:
             out[field] = json.loads(value)
         except json.JSONDecodeError:

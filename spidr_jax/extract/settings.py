@@ -11,15 +11,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from spidr_jax.extraction_output import (
-    SHARD_PATTERN,
-    TEMPORARY_PATTERN,
-    UNITS_FILE,
-    ExtractionError,
-    OutputError,
-    make_directory,
-    write_json,
-)
+from spidr_jax.extract.output import SHARD_PATTERN, TEMPORARY_PATTERN, UNITS_FILE, ExtractionError
+from spidr_jax.storage.atomic import WriteError, make_directory, write_json
 
 SETTINGS_FILE = "extraction.json"
 FORMAT = "spidr_jax.extraction/1"
@@ -111,7 +104,7 @@ def clear_outputs(output: Path) -> int:
                 if not any(directory.iterdir()):
                     directory.rmdir()
     except OSError as error:
-        raise OutputError(f"cannot clear {output}: {error.strerror or error}") from error
+        raise WriteError(f"cannot clear {output}: {error.strerror or error}") from error
     return len(removed)
 
 
@@ -130,7 +123,7 @@ def prepare_output(output: Path, settings: ExtractionSettings, *, overwrite: boo
             for path in earlier_outputs(output, temporaries_only=True):
                 path.unlink(missing_ok=True)
         except OSError as error:
-            raise OutputError(f"cannot clear {output}: {error.strerror or error}") from error
+            raise WriteError(f"cannot clear {output}: {error.strerror or error}") from error
     make_directory(output)
     path = output / SETTINGS_FILE
     record = asdict(settings) | {"format": FORMAT}

@@ -1,4 +1,8 @@
-"""Quieting one kind of noise that Orbax leaves on stderr when a checkpoint read or write fails.
+"""Orbax's and TensorStore's noise around a failed checkpoint read or write, kept off the user's screen.
+
+A failure is reported in one line (`one_line_reason`); what the libraries print around it only buries it.
+
+The closed event loop:
 
 When one of its many concurrent array reads or writes fails, Orbax closes its event loop while TensorStore
 still completes the others; each completion then prints a traceback ending in "RuntimeError: Event loop is
@@ -10,8 +14,16 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import re
 import sys
+import tempfile
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from absl import logging as absl_logging
 
 _PIECES = ("RuntimeError", ": ")  # the pieces in which Python prints an exception's last line
 _HEADER = "Traceback (most recent call last):"
@@ -87,3 +99,61 @@ def quiet_closed_loop_tracebacks() -> None:
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     if not isinstance(sys.stderr, _FilteredStderr):
         sys.stderr = _FilteredStderr(sys.stderr)
+
+
+@contextmanager
+def quiet_absl(enabled: bool) -> Iterator[None]:
+    """Silence absl warnings for the duration (when enabled)."""
+    previous = absl_logging.get_verbosity()
+    if enabled:
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(previous)
+
+
+@contextmanager
+def stderr_kept_on_success() -> Iterator[None]:
+    """Hold what is written to stderr (fd 2) meanwhile; write it out unless the block fails.
+
+    When one read of a restore fails, Orbax closes its event loop while TensorStore still completes the other
+    reads, and each completion prints an "Event loop is closed" traceback from a native thread, past Python's
+    hooks. The failure is reported in one line instead, so what was printed around it is dropped (after a
+    moment for the last completions to arrive).
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            time.sleep(1.0)
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not failed:
+                held.seek(0)
+                os.write(2, held.read())
+
+
+def one_line_reason(error: BaseException) -> str:
+    """A one-line reason from an Orbax/TensorStore/JSON error, naming the file and array where it says them."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    line = line.split(" See full TensorStore details")[0]
+    os_error = re.search(r"([^:]+) \[os_error_code='\d+'\]", text)  # TensorStore's wording of an OS error
+    if os_error:
+        failed_file = re.search(r'(?:writing|reading|opening): "([^"]+)"', text)
+        return os_error.group(1).strip() + (f": {failed_file.group(1)}" if failed_file else "")
+    paths = re.findall(r"'path': '([^']*)'", text)  # TensorStore specs: the item's directory, then the array
+    directories = [path for path in paths if path.startswith("/")]
+    arrays = [path.rstrip("/") for path in paths if not path.startswith("/")]
+    if directories and arrays:
+        line = f"{directories[-1]}{arrays[-1]}: {line}"
+    return line if len(line) <= 300 else line[:297] + "..."
