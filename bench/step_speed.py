@@ -20,6 +20,7 @@ import argparse
 import json
 import platform
 import resource
+import runpy
 import statistics
 import sys
 import time
@@ -34,18 +35,9 @@ import numpy as np
 PROFILED_STEPS = 2  # steps traced by --profile, after the timed ones
 
 # configs/tiny.py's model (about 0.8 M parameters): for smoke runs and quick suites on a CPU.
-TINY_MODEL: dict[str, Any] = {
-    "extractor_conv_layer_config": [(64, 10, 5), (64, 8, 4), (64, 4, 4), (64, 4, 4)],
-    "encoder_embed_dim": 96,
-    "encoder_num_heads": 2,
-    "encoder_ff_interm_features": 192,
-    "encoder_num_layers": 4,
-    "encoder_pos_conv_kernel": 16,
-    "encoder_pos_conv_groups": 4,
-    "encoder_pos_conv_depth": 2,
-    "codebook_size": 64,
-    "num_codebooks": 3,
-}
+TINY_MODEL: dict[str, Any] = runpy.run_path(str(Path(__file__).resolve().parents[1] / "configs" / "tiny.py"))[
+    "ARCHITECTURE"
+]
 
 
 def model_fields(args: argparse.Namespace) -> dict[str, Any]:

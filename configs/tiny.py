@@ -15,6 +15,20 @@ from ml_collections import config_dict
 from spidr_jax.config import Config, DataConfig, MaskingConfig, OptimizerConfig, RunConfig, SpidRConfig
 from spidr_jax.config.loading import config_to_config_dict
 
+# The model's shape, also used by tests and benchmarks (`runpy.run_path("configs/tiny.py")["ARCHITECTURE"]`).
+ARCHITECTURE = {
+    "extractor_conv_layer_config": ((64, 10, 5), (64, 8, 4), (64, 4, 4), (64, 4, 4)),  # strides 5*4*4*4
+    "encoder_embed_dim": 96,
+    "encoder_num_heads": 2,
+    "encoder_ff_interm_features": 192,
+    "encoder_num_layers": 4,
+    "encoder_pos_conv_kernel": 16,
+    "encoder_pos_conv_groups": 4,
+    "encoder_pos_conv_depth": 2,
+    "codebook_size": 64,
+    "num_codebooks": 3,
+}
+
 
 def get_config() -> config_dict.ConfigDict:
     """4 transformer layers of width 96, 3 codebooks of 64 entries, 2 s crops, float32."""
@@ -29,19 +43,10 @@ def get_config() -> config_dict.ConfigDict:
                 num_static_shapes=3,
             ),
             model=SpidRConfig(
-                extractor_conv_layer_config=((64, 10, 5), (64, 8, 4), (64, 4, 4), (64, 4, 4)),  # strides 5*4*4*4
-                encoder_embed_dim=96,
-                encoder_num_heads=2,
-                encoder_ff_interm_features=192,
-                encoder_num_layers=4,
-                encoder_pos_conv_kernel=16,
-                encoder_pos_conv_groups=4,
-                encoder_pos_conv_depth=2,
+                **ARCHITECTURE,
                 encoder_attention_dropout=0.0,
                 encoder_dropout=0.0,
-                codebook_size=64,
                 codebook_decay=0.8,
-                num_codebooks=3,
                 ema_timescale=1_000.0,
                 freeze_step=1_000,
             ),

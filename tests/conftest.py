@@ -7,7 +7,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Compiled programs of the trainers and extractions the tests start go to a cache of this session, not the home's.
 os.environ.setdefault("SPIDR_JAX_COMPILATION_CACHE", tempfile.mkdtemp(prefix="spidr_jax_test_cache_"))
 
+from pathlib import Path
+
+import pytest
+
 from tests.slurm_cluster import slurm_cluster  # noqa: F401 (the session fixture of tests/test_slurm.py)
+from tests.tone_corpus import write_tone_corpus
 
 # The slowest modules first: tests/run.sh gives whole modules to two workers, and a long module started last would
 # leave one worker running alone at the end. The others follow in their usual order.
@@ -21,6 +26,20 @@ SLOWEST_MODULES = (
     "test_model_parity",
     "test_step_sharding",
 )
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The manifest of a small corpus of tones (tests/tone_corpus.py), for the runs of several processes."""
+    root = tmp_path_factory.mktemp("audio")
+    (root / "train.csv").write_text("\n".join(write_tone_corpus(root)) + "\n")
+    return root / "train.csv"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A compilation cache shared by the processes a test module starts."""
+    return tmp_path_factory.mktemp("jax_cache")
 
 
 def pytest_collection_modifyitems(items: list) -> None:

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from spidr_jax.extract import cli as extract
 from spidr_jax.config.model import SpidRConfig
+from spidr_jax.extract import cli as extract
 from spidr_jax.models import build_model
 from spidr_jax.pretrained import model_state_tree, save_pretrained
+from tests.processes import LAUNCHER_PREFIXES
 
 # configs/tiny.py's model with 2 of its 4 layers: what the extraction code does does not depend on the size.
 TINY = SpidRConfig(
@@ -29,10 +30,9 @@ TINY = SpidRConfig(
     num_codebooks=2,
 )
 QUICK = ["--quiet", "--max-shapes", "2"]  # few compilations; no progress bar
-LAUNCHER_PREFIXES = ("SLURM_", "TPU_", "JAX_COORDINATOR", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "JAX_LOCAL_DEVICE")
 
 
-def without_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+def hide_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
     """Hide launcher variables, so that a test run inside a SLURM job does not try to join it."""
     for name in [k for k in os.environ if k.startswith(LAUNCHER_PREFIXES)]:
         monkeypatch.delenv(name)
@@ -53,6 +53,11 @@ def write_audio(directory: Path, lengths: list[int], seed: int = 0) -> list[str]
         sf.write(path, (0.1 * rng.standard_normal(n)).astype(np.float32), 16_000, subtype="PCM_16")
         rows.append(f"u{i},{path},{n}")
     return rows
+
+
+def tiny_corpus(root: Path, lengths: list[int]) -> tuple[Path, Path]:
+    """A tiny converted model and a manifest of noise files of `lengths` samples, under `root`."""
+    return tiny_checkpoint(root / "model"), write_manifest(root / "m.csv", write_audio(root / "wav", lengths))
 
 
 def write_manifest(path: Path, rows: list[str]) -> Path:

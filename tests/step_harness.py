@@ -1,4 +1,5 @@
-"""Run the JAX train step on given batches, starting from a reference model's weights."""
+"""Run the JAX train step on given batches, starting from a reference model's weights; the cases the step
+parity tests share (small models crossing freeze_step and the phases of the EMA schedules)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,23 @@ from spidr_jax.pretrained import model_from_tree
 from spidr_jax.sharding import data_mesh, replicated
 from spidr_jax.train.state import COMPUTE_DTYPES, TrainState, new_train_state
 from spidr_jax.train.step import StepDefinition, compile_train_step
+from tests.reference import SMALL
+
+NO_DROPOUT = {"encoder_dropout": 0.0, "encoder_attention_dropout": 0.0, "encoder_layer_drop": 0.0}
+CASES = {
+    # SpidR: 1 - decay = 0.1 exp(-step / 2) falls below 1e-2 at step 5; the extractor freezes after step 3.
+    "spidr": SMALL
+    | NO_DROPOUT
+    | {"ema_start_decay": 0.9, "ema_timescale": 2.0, "ema_threshold": 1e-2, "freeze_step": 3},
+    # DinoSR: linear decay up to step 2, final decay until freeze_step 4, then teacher frozen (decay 1).
+    "dinosr": SMALL
+    | NO_DROPOUT
+    | {"ema_start_decay": 0.9, "ema_final_decay": 0.99, "ema_final_step": 2, "freeze_step": 4, "codebook_decay": 0.8},
+}
+OPTIMIZER = OptimizerConfig(
+    lr=2e-3, warmup_steps=2, hold_steps=1, decay_steps=3, max_norm=1.0, dtype="float32", scheduler="tristage"
+)
+FRAMES, SAMPLES = 49, 1000  # SMALL's extractor has a total stride of 20
 
 
 def jax_train(

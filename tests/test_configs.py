@@ -8,6 +8,7 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,13 @@ def assert_one_line(error: Exception, expected: str) -> None:
     message = str(error)
     assert expected in message
     assert "\n" not in message
+
+
+def assert_refused(call: Callable[[], object], expected: str) -> None:
+    """`call()` raises a ConfigError whose one-line message holds `expected`."""
+    with pytest.raises(ConfigError) as info:
+        call()
+    assert_one_line(info.value, expected)
 
 
 def args(name: str, *overrides: str) -> list[str]:
@@ -238,9 +246,7 @@ def test_other_arguments_are_left_to_the_caller():
     ],
 )
 def test_bad_overrides_fail_with_one_line_naming_the_field(overrides, expected):
-    with pytest.raises(ConfigError) as info:
-        parse_config(args("base.py", *overrides))
-    assert_one_line(info.value, expected)
+    assert_refused(lambda: parse_config(args("base.py", *overrides)), expected)
 
 
 @pytest.mark.parametrize(
@@ -259,9 +265,7 @@ def test_bad_overrides_fail_with_one_line_naming_the_field(overrides, expected):
     ],
 )
 def test_bad_config_files(argv, expected):
-    with pytest.raises(ConfigError) as info:
-        parse_config(argv)
-    assert_one_line(info.value, expected)
+    assert_refused(lambda: parse_config(argv), expected)
 
 
 def test_cli_module_prints_json_or_one_error_line():
@@ -295,9 +299,7 @@ def test_cli_module_prints_json_or_one_error_line():
     ],
 )
 def test_mapping_errors(data, expected):
-    with pytest.raises(ConfigError) as info:
-        config_from_mapping(data)
-    assert_one_line(info.value, expected)
+    assert_refused(lambda: config_from_mapping(data), expected)
 
 
 def test_require_fields():
@@ -419,9 +421,7 @@ def test_toml_defaults_to_dinosr_like_the_reference(tmp_path):
 def test_toml_errors(tmp_path, text, expected):
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    with pytest.raises(ConfigError) as info:
-        config_from_toml(path)
-    assert_one_line(info.value, expected)
+    assert_refused(lambda: config_from_toml(path), expected)
 
 
 @pytest.mark.parametrize("name", ["base.py", "dinosr.py", "tiny.py"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -20,19 +21,8 @@ from spidr_jax.pretrained import load_pretrained
 from tests.reference import reference_model, save_release
 
 ROOT = Path(__file__).resolve().parents[1]
-# The demo model's shape (configs/tiny.py), random weights.
-TINY = {
-    "extractor_conv_layer_config": [(64, 10, 5), (64, 8, 4), (64, 4, 4), (64, 4, 4)],
-    "encoder_embed_dim": 96,
-    "encoder_num_heads": 2,
-    "encoder_ff_interm_features": 192,
-    "encoder_num_layers": 4,
-    "encoder_pos_conv_kernel": 16,
-    "encoder_pos_conv_groups": 4,
-    "encoder_pos_conv_depth": 2,
-    "num_codebooks": 3,
-    "codebook_size": 64,
-}
+# The demo model's shape, random weights.
+TINY = runpy.run_path(str(ROOT / "configs" / "tiny.py"))["ARCHITECTURE"]
 
 
 @pytest.fixture(scope="module")

@@ -10,20 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from spidr_jax.extract.output import UnitsWriter
-from spidr_jax.storage.atomic import WriteError
 
 from spidr_jax.config import Config, RunConfig
 from spidr_jax.config.loading import config_to_json
+from spidr_jax.extract.output import UnitsWriter
 from spidr_jax.models import build_model
+from spidr_jax.storage.atomic import WriteError
 from spidr_jax.train.checkpoints import RunCheckpoints
 from spidr_jax.train.state import new_train_state
 from tests.extraction_setup import (
     TINY,
+    hide_launcher,
     read_units,
     run_extract,
     tiny_checkpoint,
-    without_launcher,
     write_audio,
     write_manifest,
 )
@@ -40,7 +40,7 @@ def setup(tmp_path_factory) -> tuple[Path, list[str], Path]:
 
 @pytest.fixture(autouse=True)
 def _no_launcher(monkeypatch):
-    without_launcher(monkeypatch)
+    hide_launcher(monkeypatch)
 
 
 def test_empty_row_is_a_file_failure(setup, tmp_path, capsys):

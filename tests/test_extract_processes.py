@@ -7,27 +7,16 @@ tests/test_multiprocess.py launches trainers), split the manifest by audio lengt
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from spidr_jax.extract.processes import split_rows
 
 from spidr_jax.data.manifest import ManifestRow
-from tests.extraction_setup import (
-    QUICK,
-    read_units,
-    run_extract,
-    tiny_checkpoint,
-    without_launcher,
-    write_audio,
-    write_manifest,
-)
-from tests.test_multiprocess import free_port, gloo_available, process_env
+from spidr_jax.extract.processes import split_rows
+from tests.extraction_setup import QUICK, hide_launcher, read_units, run_extract, tiny_corpus
+from tests.processes import gloo_available, start_processes, wait_all
 
 ROOT = Path(__file__).resolve().parents[1]
 LENGTHS = [16000, 3000, 9000, 12500, 4000, 7000, 5200]
@@ -37,37 +26,21 @@ TIMEOUT = 300  # seconds for one launch (start, load, compile and extract on 2 s
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("extract_processes")
-    return tiny_checkpoint(root / "model"), write_manifest(root / "m.csv", write_audio(root / "wav", LENGTHS))
+    return tiny_corpus(root, LENGTHS)
 
 
 def extract_here(capsys, monkeypatch, checkpoint: Path, manifest: Path, out: Path, *extra: str) -> None:
     """A 1-process extraction in this process."""
-    without_launcher(monkeypatch)
+    hide_launcher(monkeypatch)
     code, err = run_extract(capsys, "--checkpoint", checkpoint, "--manifest", manifest, "--output", out, *extra)
     assert code == 0, err
 
 
 def launch(args: list[str], logs: Path, *, processes: int, devices: int, expect: int = 0) -> list[str]:
     """Run `processes` extraction processes of `devices` CPU devices each; their stderr (all must exit `expect`)."""
-    logs.mkdir(parents=True, exist_ok=True)
-    port, started = free_port(), []
-    for rank in range(processes):
-        joined = {
-            "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-            "JAX_NUM_PROCESSES": str(processes),
-            "JAX_PROCESS_ID": str(rank),
-        }
-        env = process_env(logs / "cache", devices, **joined)
-        with (logs / f"{rank}.err").open("w") as err:
-            command = [sys.executable, "-m", "spidr_jax.extract", *args, *QUICK]
-            started.append(subprocess.Popen(command, env=env, cwd=ROOT, stdout=err, stderr=err, start_new_session=True))
-    try:
-        codes = [process.wait(timeout=TIMEOUT) for process in started]
-    finally:
-        for process in started:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    command = [sys.executable, "-m", "spidr_jax.extract", *args, *QUICK]
+    started = start_processes(command, logs / "cache", logs, processes=processes, devices=devices, cwd=ROOT)
+    codes = wait_all(started, TIMEOUT)
     stderr = [(logs / f"{rank}.err").read_text() for rank in range(processes)]
     for rank, code in enumerate(codes):
         assert code == expect, f"process {rank} exited {code}:\n{stderr[rank][-3000:]}"

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 from flax import nnx
-from spidr_jax.extract.inference import LONG_FILE_MULTIPLE, Batching, model_outputs, plan
-from spidr_jax.models.layer_outputs import features_at
 
 from spidr_jax.config import SpidRConfig
 from spidr_jax.data.manifest import ManifestRow
+from spidr_jax.extract.inference import LONG_FILE_MULTIPLE, Batching, model_outputs, plan
 from spidr_jax.models import ExtractorChunks, TransformerBlocks, build_model
 from spidr_jax.models.blocked_attention import blocked_attention
 from spidr_jax.models.chunked_extractor import receptive_field
+from spidr_jax.models.layer_outputs import features_at
 from tests.reference import SMALL as REFERENCE_SMALL
 
 SMALL = REFERENCE_SMALL | {"encoder_num_layers": 2, "num_codebooks": 2}  # fewer layers: faster compilation

@@ -17,6 +17,7 @@ import spidr
 import torch
 from spidr.config import MaskingConfig as TorchMaskingConfig
 
+from spidr_jax.config.checks import check_masking
 from spidr_jax.config.run import MaskingConfig
 from spidr_jax.data.masks import MASK_TYPES, MaskGenerator, compute_span_mask, span_lengths
 
@@ -79,6 +80,11 @@ CASES = {
     "channels": Case(frames=64, mask_prob=0.2, mask_length=8, min_masks=0),  # 1 or 2 spans, no minimum
     "length_one": Case(frames=100, mask_prob=0.3, mask_length=1),
 }
+# 10-frame static spans over half of the frames, at least 2 per row, possibly overlapping.
+STATIC_SPANS = {
+    "mask_prob": 0.5, "mask_length": 10, "mask_type": "static", "mask_other": 0.0,
+    "min_masks": 2, "min_space": 1, "no_overlap": False,
+}  # fmt: skip
 
 
 def padding_mask(valid: tuple[int, ...] | np.ndarray, frames: int) -> torch.Tensor:
@@ -307,9 +313,8 @@ def test_min_masks(no_overlap: bool) -> None:
     rng = np.random.default_rng(0)
     for _ in range(20):
         mask = compute_span_mask(
-            rng, 6, 200, mask_prob=0.0, mask_length=10, mask_type="static", mask_other=0.0,
-            min_masks=3, min_space=1, no_overlap=no_overlap,
-        )  # fmt: skip
+            rng, 6, 200, **(STATIC_SPANS | {"mask_prob": 0.0, "min_masks": 3, "no_overlap": no_overlap})
+        )
         lengths, per_row = runs(mask)
         if no_overlap:  # three separate spans of exactly 10 frames in every row
             assert (mask.sum(1) == 30).all()
@@ -391,20 +396,18 @@ def test_span_lengths() -> None:
     ],
 )
 def test_invalid_arguments(change: dict, message: str) -> None:
-    kwargs = {
-        "mask_prob": 0.5, "mask_length": 10, "mask_type": "static", "mask_other": 0.0,
-        "min_masks": 2, "min_space": 1, "no_overlap": False,
-    }  # fmt: skip
     with pytest.raises(ValueError, match=message):
-        compute_span_mask(np.random.default_rng(0), 3, 100, **(kwargs | change))
+        compute_span_mask(np.random.default_rng(0), 3, 100, **(STATIC_SPANS | change))
 
 
 def test_invalid_config() -> None:
-    with pytest.raises(ValueError, match="unknown mask_type"):
-        MaskGenerator(MaskingConfig(mask_selection="gaussian"))
+    # Checked once, where a config is loaded.
+    with pytest.raises(ValueError, match="mask_selection must be one of"):
+        check_masking(MaskingConfig(mask_selection="gaussian"), "mask")
     with pytest.raises(ValueError, match="mask_length"):
-        MaskGenerator(MaskingConfig(mask_channel_prob=0.1, mask_channel_length=0))
-    MaskGenerator(MaskingConfig(mask_channel_selection="gaussian"))  # unused while channel masking is off
+        check_masking(MaskingConfig(mask_channel_prob=0.1, mask_channel_length=0), "mask_channel")
+    with pytest.raises(ValueError, match="unknown mask_type"):  # a generator built from an unchecked config
+        MaskGenerator(MaskingConfig(mask_selection="gaussian"))(np.random.default_rng(0), 2, 50)
 
 
 @pytest.mark.parametrize("no_overlap", [False, True])
@@ -439,8 +442,6 @@ def test_no_overlap_without_min_space() -> None:
     # min_space=0 lets a free interval be exactly as long as a span (the reference raises there): it fills it.
     rng = np.random.default_rng(0)
     for _ in range(200):
-        mask = compute_span_mask(
-            rng, 4, 40, mask_prob=0.9, mask_length=4, mask_type="uniform", mask_other=1.0,
-            min_masks=2, min_space=0, no_overlap=True,
-        )  # fmt: skip
+        uniform = {"mask_prob": 0.9, "mask_length": 4, "mask_type": "uniform", "mask_other": 1.0, "min_space": 0}
+        mask = compute_span_mask(rng, 4, 40, **(STATIC_SPANS | uniform | {"no_overlap": True}))
         assert_exact_properties(mask[None], None)

@@ -15,8 +15,7 @@ from spidr_jax.train.loss_scale import GROWTH_INTERVAL, LossScale, init_loss_sca
 from spidr_jax.train.state import init_model, new_train_state
 from spidr_jax.train.step import StepDefinition, compile_train_step
 from tests.reference import SMALL, reference_model
-from tests.step_harness import jax_train
-from tests.test_step_parity import CASES, FRAMES, OPTIMIZER, SAMPLES
+from tests.step_harness import CASES, FRAMES, OPTIMIZER, SAMPLES, jax_train
 from tests.train_reference import dense_mask, random_batches, reference_train
 
 

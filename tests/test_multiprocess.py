@@ -10,10 +10,8 @@ with a checkpoint (a preemption notice on one host).
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,30 +24,12 @@ import pytest
 
 from spidr_jax.evaluate.plots import read_scalars
 from spidr_jax.pretrained import read_pretrained
+from tests.processes import gloo_available, start_processes, wait_all
 from tests.run_outputs import leaves, logged_steps
-from tests.tone_corpus import write_tone_corpus
+from tests.train_cli import ROOT, TINY, small_batches
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = str(ROOT / "configs" / "tiny.py")
-OVERRIDES = [
-    "--config.data.num_static_shapes=1",
-    "--config.data.min_sample_size=8000",
-    "--config.data.max_sample_size=16000",
-    "--config.data.max_batch_length=32000",  # 2 rows per device: a global batch of 4 rows per 2 devices
-    "--config.run.log_interval=1",
-]
+OVERRIDES = small_batches(2)  # 2 rows per device: a global batch of 4 rows per 2 devices
 TIMEOUT = 240  # seconds for one run of the trainer (a few steps of the tiny model take ~20 s on 2 cores)
-# Variables that would make a child process join another job (when the tests run inside a SLURM or TPU job).
-LAUNCHER_PREFIXES = ("SLURM_", "TPU_", "JAX_COORDINATOR", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "JAX_LOCAL_DEVICE")
-
-
-def gloo_available() -> bool:
-    """Whether this jaxlib has the Gloo CPU collectives that multi-process CPU runs need."""
-    from jax._src.lib import _jax
-
-    return hasattr(_jax, "make_gloo_tcp_collectives")
-
-
 pytestmark = pytest.mark.skipif(not gloo_available(), reason="this jaxlib has no Gloo CPU collectives")
 
 
@@ -60,18 +40,6 @@ class Finished:
     returncode: int | None  # None: it was still running at the deadline and was killed
     stdout: str
     stderr: str
-
-
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("audio")
-    (root / "train.csv").write_text("\n".join(write_tone_corpus(root)) + "\n")
-    return root / "train.csv"
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("jax_cache")
 
 
 @pytest.fixture(scope="module")
@@ -108,64 +76,19 @@ def first_half(manifest, cache, tmp_path_factory) -> Callable[[int, int], tuple[
     return get
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on now (for the coordinator of one launch)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def process_env(cache: Path, devices: int, **extra: str) -> dict[str, str]:
-    """This environment without launcher variables, on the CPU with `devices` simulated devices."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(LAUNCHER_PREFIXES)}
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
-    env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
-    env["JAX_PLATFORMS"] = "cpu"
-    env["SPIDR_JAX_COMPILATION_CACHE"] = str(cache)
-    return env | extra
-
-
 def train_args(manifest: Path, workdir: Path, max_steps: int) -> list[str]:
     return [sys.executable, "-m", "spidr_jax.train", f"--config={TINY}", f"--config.data.manifest={manifest}",
             f"--config.run.workdir={workdir}", *OVERRIDES, f"--config.optimizer.max_steps={max_steps}"]  # fmt: skip
 
 
 def launch(args: list[str], cache: Path, logs: Path, *, processes: int, devices: int) -> list[subprocess.Popen]:
-    """Start `processes` trainers of `devices` devices each, joined by a local coordinator when there are several.
-
-    Output goes to files under `logs` (a full pipe would block a process that the test is not reading yet).
-    """
-    logs.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    started = []
-    for rank in range(processes):
-        joined = {}
-        if processes > 1:
-            joined = {
-                "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-                "JAX_NUM_PROCESSES": str(processes),
-                "JAX_PROCESS_ID": str(rank),
-            }
-        env = process_env(cache, devices, **joined)
-        with (logs / f"{rank}.out").open("w") as out, (logs / f"{rank}.err").open("w") as err:
-            # Its own process group (start_new_session): a straggler is killed with all it started.
-            started.append(subprocess.Popen(args, env=env, cwd=ROOT, stdout=out, stderr=err, start_new_session=True))
-    return started
+    """Start `processes` trainers of `devices` devices each, joined by a local coordinator when there are several."""
+    return start_processes(args, cache, logs, processes=processes, devices=devices, cwd=ROOT)
 
 
 def finish(started: list[subprocess.Popen], logs: Path, timeout: float = TIMEOUT) -> list[Finished]:
-    """Wait for every process (all within `timeout` seconds); kill those still running then."""
-    deadline = time.monotonic() + timeout
-    codes: list[int | None] = []
-    for process in started:
-        try:
-            codes.append(process.wait(timeout=max(deadline - time.monotonic(), 0.1)))
-        except subprocess.TimeoutExpired:
-            codes.append(None)
-    for process in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    """Wait for every process (all within `timeout` seconds); what each did."""
+    codes = wait_all(started, timeout)
     return [
         Finished(code, (logs / f"{rank}.out").read_text(), (logs / f"{rank}.err").read_text())
         for rank, code in enumerate(codes)

@@ -23,57 +23,24 @@ import numpy as np
 import pytest
 
 from spidr_jax.pretrained import read_pretrained
+from tests.processes import cpu_env, gloo_available, without_launcher
 from tests.run_outputs import leaves, logged_steps
 from tests.slurm_cluster import SlurmCluster
-from tests.tone_corpus import write_tone_corpus
+from tests.train_cli import small_batches
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "configs/tiny.py"
 STEPS = 80
 SIGNAL_LEAD = 120  # seconds (launcher --signal-lead) for the time-limit test
-OVERRIDES = [
-    "--config.data.num_static_shapes=1",
-    "--config.data.min_sample_size=8000",
-    "--config.data.max_sample_size=16000",
-    "--config.data.max_batch_length=32000",  # 2 rows per device: a global batch of 4 rows over 2 devices
-    "--config.run.log_interval=1",
-]
+OVERRIDES = small_batches(2)  # 2 rows per device: a global batch of 4 rows over 2 devices
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 JOB_TIMEOUT = 400  # seconds for one job of 80 steps (start, compilation, steps, saves) on a busy 2-core machine
-# Variables that would make a child process join another job (when the tests run inside a SLURM or TPU job).
-LAUNCHER_PREFIXES = ("SLURM_", "TPU_", "JAX_COORDINATOR", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "JAX_LOCAL_DEVICE")
-
-
-def gloo_available() -> bool:
-    """Whether this jaxlib has the Gloo CPU collectives that multi-process CPU runs need."""
-    from jax._src.lib import _jax
-
-    return hasattr(_jax, "make_gloo_tcp_collectives")
-
-
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("audio")
-    (root / "train.csv").write_text("\n".join(write_tone_corpus(root)) + "\n")
-    return root / "train.csv"
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("jax_cache")
 
 
 def job_env(cluster: SlurmCluster, cache: Path, devices: int = 1) -> dict[str, str]:
     """The launcher's environment (sbatch passes it on to the jobs): this cluster, CPU devices, a shared cache."""
-    env = cluster.env({k: v for k, v in os.environ.items() if not k.startswith(LAUNCHER_PREFIXES)})
-    flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
-    if devices > 1:
-        flags.append(f"--xla_force_host_platform_device_count={devices}")
-    env["XLA_FLAGS"] = " ".join(flags)
-    env["JAX_PLATFORMS"] = "cpu"
-    env["SPIDR_JAX_COMPILATION_CACHE"] = str(cache)
-    env["PYTHONUNBUFFERED"] = "1"  # the log shows each line when it is printed
-    return env
+    # The log shows each line when it is printed (PYTHONUNBUFFERED).
+    return cpu_env(cache, devices, cluster.env(without_launcher(os.environ)), PYTHONUNBUFFERED="1")
 
 
 def train_overrides(manifest: Path, workdir: Path, max_steps: int) -> list[str]:
@@ -203,6 +170,13 @@ def signalled_while_stopped(pid: int) -> bool:
     return bool(pending & (1 << (signal.SIGTERM - 1))) or not fields["State"].strip().startswith("T")
 
 
+def wait_for_steps(cluster: SlurmCluster, job_id: str, log: Path, workdir: Path, deadline: float) -> None:
+    """Until the job's run has logged 2 steps (the job must not end meanwhile)."""
+    while max(logged_steps(workdir), default=0) < 2 and time.monotonic() < deadline:
+        assert cluster.job_state(job_id) not in ENDED, read_log(log)[-3000:]
+        time.sleep(0.1)
+
+
 def test_the_time_limit_saves_requeues_and_resumes(two_task_run, slurm_cluster, manifest, cache, tmp_path):
     workdir = tmp_path / "run"
     args = [*CPU_JOB, "-t", "10", "--signal-lead", str(SIGNAL_LEAD), "--dump", str(tmp_path / "dump"), TINY,
@@ -215,9 +189,7 @@ def test_the_time_limit_saves_requeues_and_resumes(two_task_run, slurm_cluster, 
         # SIGNAL_LEAD + 30 s before the end; the end itself stays 1.5-2.5 minutes away. slurmstepd sends SIGCONT
         # with the signal; the test's own SIGCONT afterwards is for safety.
         deadline = time.monotonic() + JOB_TIMEOUT
-        while max(logged_steps(workdir), default=0) < 2 and time.monotonic() < deadline:
-            assert slurm_cluster.job_state(job_id) not in ENDED, read_log(log)[-3000:]
-            time.sleep(0.1)
+        wait_for_steps(slurm_cluster, job_id, log, workdir, deadline)
         pids = trainer_pids(workdir)
         assert len(pids) == 2, pids
         for pid in pids:
@@ -265,10 +237,7 @@ def test_scancel_saves_a_checkpoint_and_does_not_requeue(slurm_cluster, manifest
     args = [*CPU_JOB, "-t", "10", "--dump", str(tmp_path / "dump"), TINY, *train_overrides(manifest, workdir, 100_000)]
     job_id, log = submit(args, job_env(slurm_cluster, cache))
     try:
-        deadline = time.monotonic() + JOB_TIMEOUT
-        while max(logged_steps(workdir), default=0) < 2 and time.monotonic() < deadline:
-            assert slurm_cluster.job_state(job_id) not in ENDED, read_log(log)[-3000:]
-            time.sleep(0.5)
+        wait_for_steps(slurm_cluster, job_id, log, workdir, time.monotonic() + JOB_TIMEOUT)
         cancel = slurm_cluster.command("scancel", job_id)  # what a user types
         assert cancel.returncode == 0, cancel.stderr
         state = wait_ended(slurm_cluster, job_id, log, timeout=90)  # KillWait (30 s) bounds the save

@@ -12,25 +12,9 @@ import pytest
 from spidr_jax.config import DinoSRConfig, OptimizerConfig, SpidRConfig
 from spidr_jax.models.extractor import conv_output_lengths
 from spidr_jax.models.layer_stack import LayerExecution
-from tests.reference import SMALL, reference_model
-from tests.step_harness import jax_train
+from tests.reference import reference_model
+from tests.step_harness import CASES, FRAMES, OPTIMIZER, SAMPLES, jax_train
 from tests.train_reference import dense_mask, random_batches, random_padded_batches, reference_train
-
-NO_DROPOUT = {"encoder_dropout": 0.0, "encoder_attention_dropout": 0.0, "encoder_layer_drop": 0.0}
-CASES = {
-    # SpidR: 1 - decay = 0.1 exp(-step / 2) falls below 1e-2 at step 5; the extractor freezes after step 3.
-    "spidr": SMALL
-    | NO_DROPOUT
-    | {"ema_start_decay": 0.9, "ema_timescale": 2.0, "ema_threshold": 1e-2, "freeze_step": 3},
-    # DinoSR: linear decay up to step 2, final decay until freeze_step 4, then teacher frozen (decay 1).
-    "dinosr": SMALL
-    | NO_DROPOUT
-    | {"ema_start_decay": 0.9, "ema_final_decay": 0.99, "ema_final_step": 2, "freeze_step": 4, "codebook_decay": 0.8},
-}
-OPTIMIZER = OptimizerConfig(
-    lr=2e-3, warmup_steps=2, hold_steps=1, decay_steps=3, max_norm=1.0, dtype="float32", scheduler="tristage"
-)
-FRAMES, SAMPLES = 49, 1000  # SMALL's extractor has a total stride of 20
 
 
 def run_both(model_type: str, opt: OptimizerConfig, num_steps: int = 6, execution: LayerExecution | None = None):

@@ -8,11 +8,21 @@ its value and the condition.
 from __future__ import annotations
 
 import math
+import typing
 
 from spidr_jax.config.model import ConfigError, DinoSRConfig, SpidRConfig
-from spidr_jax.config.run import Config, DataConfig, MaskingConfig, OptimizerConfig, RunConfig
+from spidr_jax.config.run import (
+    Config,
+    DataConfig,
+    MaskingConfig,
+    MaskingStrategy,
+    OptimizerConfig,
+    RunConfig,
+    Scheduler,
+)
 
-SCHEDULERS = ("tristage", "cosine", "rsqrt", "constant")
+SCHEDULERS = typing.get_args(Scheduler)
+MASK_SELECTIONS = typing.get_args(MaskingStrategy)
 
 
 def check_config(cfg: Config) -> None:
@@ -90,12 +100,14 @@ def check_optimizer(opt: OptimizerConfig) -> None:
 def check_masking(masking: MaskingConfig, prefix: str) -> None:
     """The span settings of time (`mask_*`) or channel (`mask_channel_*`) masking."""
     prob, length = getattr(masking, f"{prefix}_prob"), getattr(masking, f"{prefix}_length")
+    selection, choices = getattr(masking, f"{prefix}_selection"), MASK_SELECTIONS
+    _require(selection in choices, f"masking.{prefix}_selection", selection, f"must be one of {choices}")
     # Like the reference, a probability above 1 is allowed: it only draws more (overlapping) spans.
     _require(0 <= prob < math.inf, f"masking.{prefix}_prob", prob, "must be a finite number >= 0")
     _require(length >= 1, f"masking.{prefix}_length", length, "must be >= 1")
     space = getattr(masking, f"{prefix}_min_space")
     _require(space >= 0, f"masking.{prefix}_min_space", space, "must be >= 0")
-    selection, other = getattr(masking, f"{prefix}_selection"), getattr(masking, f"{prefix}_other")
+    other = getattr(masking, f"{prefix}_other")
     if selection in {"uniform", "normal"}:
         # uniform: the shortest span length; normal: the standard deviation of the span length.
         _require(0 <= other < math.inf, f"masking.{prefix}_other", other, f"must be >= 0 for {selection!r}")

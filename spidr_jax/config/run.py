@@ -12,6 +12,7 @@ from typing import Literal
 from spidr_jax.config.model import DinoSRConfig, ModelType, SpidRConfig
 
 MaskingStrategy = Literal["static", "uniform", "normal", "poisson"]
+Scheduler = Literal["tristage", "cosine", "rsqrt", "constant"]
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class OptimizerConfig:
     decay_steps: int = 200_000
     rsqrt_timescale: int = 10_000
     rsqrt_shift: int = 0
-    scheduler: Literal["tristage", "cosine", "rsqrt", "constant"] = "tristage"
+    scheduler: Scheduler = "tristage"
     exclude_from_optimizer: tuple[str, ...] = ("teacher",)
     to_freeze: tuple[str, ...] = ("feature_extractor", "feature_projection")
 
