@@ -123,15 +123,20 @@ def read_config(path: str | Path) -> DinoSRConfig:
         raise PretrainedFormatError(f"{config_path}: not a spidr_jax model config ({error!r})") from error
 
 
-def read_pretrained(path: str | Path, *, teacher: bool = True) -> tuple[DinoSRConfig, dict]:
-    """(config, numpy state tree) of a converted directory, or of a training workdir's newest checkpoint.
+def read_pretrained(path: str | Path, *, teacher: bool = True, step: int | None = None) -> tuple[DinoSRConfig, dict]:
+    """(config, numpy state tree) of a converted directory, or of a training workdir's checkpoint.
 
-    Without `teacher`, the teacher's weights are not read (half of the restore): enough for inference.
+    A workdir's checkpoint is the one at `step`, by default its newest intact one; a converted directory holds one
+    step. Without `teacher`, the teacher's weights are not read (half of the restore): enough for inference.
     """
     path = Path(path)
     if is_training_workdir(path):
-        cfg, tree, _ = read_workdir(path, teacher=teacher)
+        cfg, tree, _ = read_workdir(path, step, teacher=teacher)
         return cfg, tree
+    if step is not None:
+        raise PretrainedFormatError(
+            f"{path}: a converted model holds one step; a step is chosen among a training workdir's checkpoints"
+        )
     cfg = read_config(path)
     state_path = (path / STATE_DIR).resolve()
     if not state_path.is_dir():
@@ -158,11 +163,14 @@ def read_workdir(path: str | Path, step: int | None = None, *, teacher: bool = T
     return cfg, tree, step
 
 
-def load_pretrained(path: str | Path, *, dtype: jnp.dtype = jnp.float32, teacher: bool = True) -> DinoSR:
-    """A ready SpidR/DinoSR model from a converted directory or a training workdir (its newest checkpoint).
+def load_pretrained(
+    path: str | Path, *, dtype: jnp.dtype = jnp.float32, teacher: bool = True, step: int | None = None
+) -> DinoSR:
+    """A ready SpidR/DinoSR model from a converted directory or a training workdir's checkpoint.
 
-    Converted directories come from `convert/torch_to_orbax.py`. With `teacher=False` the teacher's weights (half
-    of them) are not read, and the teacher holds the student's: for inference, which never runs the teacher.
+    Converted directories come from `python -m spidr_jax.convert torch-to-orbax`; of a workdir, the checkpoint at
+    `step` is read (by default its newest intact one). With `teacher=False` the teacher's weights (half of them)
+    are not read, and the teacher holds the student's: for inference, which never runs the teacher.
     """
-    cfg, tree = read_pretrained(path, teacher=teacher)
+    cfg, tree = read_pretrained(path, teacher=teacher, step=step)
     return model_from_tree(cfg, tree, dtype=dtype)

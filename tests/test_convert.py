@@ -33,7 +33,9 @@ def test_cli_round_trip_is_bit_exact_and_loads_strict(tmp_path, model_type):
     pt = save_release(model, cfg, tmp_path / "release", model_type)
     result = run_cli("torch_to_orbax.py", "--model", model_type, str(pt), str(tmp_path / "orbax"))
     assert result.returncode == 0, result.stderr
-    result = run_cli("orbax_to_torch.py", str(tmp_path / "orbax"), str(tmp_path / "back" / "model.pt"))
+    result = run_cli(
+        "orbax_to_torch.py", str(tmp_path / "orbax"), str(tmp_path / "back" / "model.pt"), "--config-json"
+    )
     assert result.returncode == 0, result.stderr
 
     original = model.state_dict()
@@ -44,7 +46,8 @@ def test_cli_round_trip_is_bit_exact_and_loads_strict(tmp_path, model_type):
         assert torch.equal(restored[key], value), key
     fresh, _ = reference_model(model_type, seed=2, **SMALL, encoder_qkv_bias=True)
     fresh.load_state_dict(restored, strict=True)
-    # The reference reads the config written beside the file.
+    # The reference reads the config written beside the file (asked for), the converter the one under its name.
+    assert (tmp_path / "back" / "model.config.json").read_text() == (tmp_path / "back" / "config.json").read_text()
     written = json.loads((tmp_path / "back" / "config.json").read_text())
     assert written["run"]["model_type"] == model_type
     assert written["model"]["encoder_num_layers"] == SMALL["encoder_num_layers"]

@@ -105,17 +105,20 @@ def test_metrics_validation_and_bad_audio(corpus, env, tmp_path):
 
 
 def test_non_finite_loss_stops_without_saving(env, tmp_path):
-    wav = np.zeros(16_000, np.float32)
-    wav[100] = np.inf
+    # Finite samples (no decode failure) so large that, not standardized, they overflow the model's float32.
+    wav = np.full(16_000, 1e38, np.float32)
+    wav[::2] = -1e38
     rows = ["fileid,path,num_samples"]
     for i in range(4):
         sf.write(tmp_path / f"inf{i}.wav", wav, 16_000, subtype="FLOAT")
         rows.append(f"inf{i},{tmp_path / f'inf{i}.wav'},16000")
     (tmp_path / "inf.csv").write_text("\n".join(rows) + "\n")
     workdir = tmp_path / "run"
-    result = run(train_args(tmp_path, workdir, "--config.optimizer.max_steps=5", manifest="inf.csv"), env)
+    overrides = ["--config.optimizer.max_steps=5", "--config.data.normalize=false"]
+    result = run(train_args(tmp_path, workdir, *overrides, manifest="inf.csv"), env)
     assert result.returncode == 1
     assert "the loss is not finite at step 1" in result.stderr
+    assert "inf0.wav" in result.stderr  # the rows of that step's batch are named
     assert "last good checkpoint (step 0)" in result.stderr
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["0"]
 

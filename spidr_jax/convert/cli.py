@@ -50,7 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
         "reference PyTorch checkpoint, {'model': state_dict}.",
     )
     to_torch.add_argument("input_dir", help="a converted model directory or a training workdir")
-    to_torch.add_argument("output", help="the .pt file to write")
+    to_torch.add_argument("output", help="the .pt file to write; its config goes beside it as NAME.config.json")
+    to_torch.add_argument(
+        "--config-json",
+        action="store_true",
+        help="also write config.json beside the .pt, where the reference's build_model(checkpoint=...) reads it",
+    )
+    to_torch.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output (and a config.json of another model)"
+    )
+    to_torch.add_argument(
+        "--step", type=int, help="of a training workdir, the checkpoint of this step (default: the newest intact one)"
+    )
     return parser
 
 
@@ -61,5 +72,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.direction == "torch-to-orbax":
             out = torch_to_orbax(args.input, args.output_dir, args.model, parse_overrides(args.set))
         else:
-            out = orbax_to_torch(args.input_dir, args.output)
+            out = orbax_to_torch(
+                args.input_dir, args.output, overwrite=args.overwrite, config_json=args.config_json, step=args.step
+            )
     print(f"wrote {out}", file=sys.stderr)

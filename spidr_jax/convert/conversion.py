@@ -8,15 +8,15 @@ import os
 import re
 import shutil
 import sys
-import tempfile
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from spidr_jax.config.model import DinoSRConfig
 from spidr_jax.convert.torch_files import (
     SourceFormat,
     config_beside,
+    config_paths,
     load_torch_file,
     reference_state_dict,
     save_torch_state_dict,
@@ -24,11 +24,21 @@ from spidr_jax.convert.torch_files import (
 from spidr_jax.convert.torch_layout import StateDictMismatchError, state_dict_to_tree, tree_to_state_dict
 from spidr_jax.errors import InputError, UserError
 from spidr_jax.pretrained import PretrainedFormatError, read_pretrained, save_pretrained
-from spidr_jax.storage.file_modes import apply_umask, file_mode
+from spidr_jax.storage.atomic import WriteError, write_atomically, write_text
+from spidr_jax.storage.file_modes import apply_umask
+from spidr_jax.storage.orbax_noise import stderr_dropped
 
 
 class ConversionWriteError(UserError, ValueError):
     """The output could not be written (disk full, read-only directory); the message names the path."""
+
+
+class OutputExistsError(UserError, FileExistsError):
+    """The output is there already (or a config file there describes another model); `--overwrite` replaces it."""
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _missing_ancestors(path: Path) -> list[Path]:
@@ -53,41 +63,20 @@ def _write_reason(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence stderr, also at the C level, for the duration (and a moment after a failure).
-
-    Orbax's background threads print tracebacks for a failed write, some of them after the error reached the
-    caller; the failure is reported in one line instead.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    failed = False
-    try:
-        with Path(os.devnull).open("w") as null:
-            os.dup2(null.fileno(), 2)
-            try:
-                yield
-            except BaseException:
-                failed = True
-                raise
-            finally:
-                if failed:
-                    time.sleep(1.0)  # let the background threads finish printing into the void
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def torch_to_orbax(
-    input_path: str | Path, output_dir: str | Path, source: SourceFormat, overrides: dict[str, Any] | None = None
+    input_path: str | Path,
+    output_dir: str | Path,
+    source: SourceFormat,
+    overrides: dict[str, Any] | None = None,
+    *,
+    say: Callable[[str], None] = _note,
 ) -> Path:
     """Convert a reference (or fairseq DinoSR) checkpoint into a converted-model directory; returns its path.
 
     Nothing is left behind on failure: the directory is built under a temporary name and renamed at the end.
+    Without a config file beside the checkpoint, `say` hears which defaults were used.
     """
-    cfg = config_beside(input_path, source, overrides)
+    cfg, config_file = config_beside(input_path, source, overrides)
     state_dict = reference_state_dict(load_torch_file(input_path), source)
     try:
         tree = state_dict_to_tree(state_dict, cfg)
@@ -96,7 +85,7 @@ def torch_to_orbax(
     output_dir = Path(output_dir).resolve()
     created = _missing_ancestors(output_dir)
     try:
-        with _quiet_stderr():
+        with stderr_dropped():
             out = save_pretrained(output_dir, cfg, tree)
         apply_umask(out)  # the temporary directory it was built in is 0700
     except (FileExistsError, PretrainedFormatError):
@@ -106,37 +95,70 @@ def torch_to_orbax(
             shutil.rmtree(output_dir, ignore_errors=True)
         _remove_empty(created)
         raise ConversionWriteError(f"cannot write {output_dir}: {_write_reason(error)}") from error
+    if config_file is None:
+        say(
+            f"note: no config file beside {input_path} ({' or '.join(p.name for p in config_paths(input_path))}): "
+            f"converted with {'DinoSR' if cfg.model_type == 'dinosr' else 'SpidR'} base's configuration (--model "
+            f"{source}){' and --set' if overrides else ''}; for another model, give its config"
+        )
     return out
 
 
-def orbax_to_torch(input_dir: str | Path, output_path: str | Path) -> Path:
+def reference_config(cfg: DinoSRConfig) -> dict[str, Any]:
+    """A model's config in the reference's run-config layout (what its `build_model(checkpoint=...)` reads)."""
+    return {"run": {"model_type": cfg.model_type}, "model": cfg.to_dict()}
+
+
+def orbax_to_torch(
+    input_dir: str | Path,
+    output_path: str | Path,
+    *,
+    overwrite: bool = False,
+    config_json: bool = False,
+    step: int | None = None,
+) -> Path:
     """Write {"model": state_dict} loadable with strict=True into the reference model of the same config.
 
-    A `config.json` in the reference's layout is written next to the file unless one is already there, so the
-    reference's `build_model(checkpoint=...)` finds the config.
+    The model's config goes beside it as `<name>.config.json` (which `torch_to_orbax` reads back); with
+    `config_json`, also as `config.json` in that folder, where the reference's `build_model(checkpoint=...)` looks.
+    An existing output (or a `config.json` there that describes another model) is refused unless `overwrite`. The
+    files appear together or not at all. `step` picks a training workdir's checkpoint.
     """
-    cfg, tree = read_pretrained(Path(input_dir).resolve())  # Orbax refuses relative paths
-    state_dict = tree_to_state_dict(tree, cfg)
     output_path = Path(output_path).resolve()
+    targets = {output_path.with_name(f"{output_path.stem}.config.json"): "its config"}
+    if config_json:
+        targets[output_path.parent / "config.json"] = "config.json"
+    cfg, tree = read_pretrained(Path(input_dir).resolve(), step=step)  # Orbax refuses relative paths
+    config_text = json.dumps(reference_config(cfg), indent=2) + "\n"
+    if not overwrite:
+        _refuse_existing(output_path, targets, config_text)
+    state_dict = tree_to_state_dict(tree, cfg)
     created = _missing_ancestors(output_path)
-    tmp_name = None
+    written: list[Path] = []
     try:
         output_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{output_path.name}.", suffix=".tmp", dir=output_path.parent)
-        os.close(fd)
-        save_torch_state_dict(state_dict, tmp_name)
-        Path(tmp_name).chmod(file_mode())  # mkstemp creates 0600
-        Path(tmp_name).replace(output_path)
-        config_path = output_path.parent / "config.json"
-        if not config_path.exists():
-            config = {"run": {"model_type": cfg.model_type}, "model": cfg.to_dict()}
-            config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    except (OSError, RuntimeError) as error:  # torch.save reports a failed write as RuntimeError
-        if tmp_name is not None:
-            Path(tmp_name).unlink(missing_ok=True)
+        for config_path in targets:
+            write_text(config_path, config_text)
+            written.append(config_path)
+        write_atomically(output_path, lambda file: save_torch_state_dict(state_dict, file))
+    except (WriteError, RuntimeError, OSError) as error:  # torch.save reports a failed write as RuntimeError
+        for path in written:
+            path.unlink(missing_ok=True)
         _remove_empty(created)
-        raise ConversionWriteError(f"cannot write {output_path}: {_write_reason(error)}") from error
+        reason = _write_reason(error.__cause__ or error) if isinstance(error, WriteError) else _write_reason(error)
+        raise ConversionWriteError(f"cannot write {output_path}: {reason}") from error
     return output_path
+
+
+def _refuse_existing(output_path: Path, configs: dict[Path, str], config_text: str) -> None:
+    """Raise OutputExistsError for an output that is there already, or a config that describes another model."""
+    if output_path.exists():
+        raise OutputExistsError(f"{output_path} exists; pass --overwrite to replace it")
+    for path, name in configs.items():
+        if path.exists() and path.read_text(encoding="utf-8", errors="replace") != config_text:
+            raise OutputExistsError(
+                f"{path} exists and describes another model than {output_path} ({name}); pass --overwrite to replace it"
+            )
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import pickle
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 
@@ -132,31 +132,57 @@ def _read_config_file(config_path: Path, model_type: str, source: SourceFormat) 
     model = data.get("model", data)
     if not isinstance(model, dict):
         raise CheckpointReadError(f"{config_path}: model must be a JSON object, got {type(model).__name__}")
+    described = described_model_type(model)
+    if described is not None and described != model_type:
+        raise CheckpointReadError(
+            f"{config_path}: its model fields describe a {described} model, but --model is {source!r}"
+        )
     check_field_types(model_type, model, str(config_path))
     return model
 
 
-def config_beside(path: str | Path, source: SourceFormat, overrides: dict[str, Any] | None = None) -> DinoSRConfig:
-    """Model config from `config.json` next to the checkpoint (model fields under "model"), else the defaults.
+def described_model_type(fields: dict[str, Any]) -> str | None:
+    """The model type a model section tells: SpidR's own fields are there, or a whole section is without them."""
+    spidr_only = {f.name for f in dataclasses.fields(CONFIG_CLASSES["spidr"])} - {
+        f.name for f in dataclasses.fields(CONFIG_CLASSES["dinosr"])
+    }
+    if spidr_only & set(fields):
+        return "spidr"
+    complete = {f.name for f in dataclasses.fields(CONFIG_CLASSES["dinosr"])} <= set(fields)
+    return "dinosr" if complete else None  # the reference writes every field of its config
 
+
+def config_paths(checkpoint: str | Path) -> list[Path]:
+    """Where a checkpoint's config is looked for: `<name>.config.json` beside it, then `config.json` there."""
+    path = Path(checkpoint)
+    return [path.with_name(f"{path.stem}.config.json"), path.parent / "config.json"]
+
+
+def config_beside(
+    path: str | Path, source: SourceFormat, overrides: dict[str, Any] | None = None
+) -> tuple[DinoSRConfig, Path | None]:
+    """The model config, and the file it came from (None: the defaults of `source`).
+
+    The config is read from the file beside the checkpoint (`config_paths`; model fields under "model").
     A field of the wrong type or an inconsistent value raises an error naming the file (or `--set`) and the field.
     """
     model_type = "dinosr" if source.startswith("dinosr") else "spidr"
     values: dict[str, Any] = {"encoder_qkv_bias": True} if source == "dinosr_fairseq" else {}
-    config_path = Path(path).parent / "config.json"
+    config_path = next((candidate for candidate in config_paths(path) if candidate.is_file()), None)
     where = "the default config"
-    if config_path.is_file():
+    if config_path is not None:
         values |= _read_config_file(config_path, model_type, source)
         where = str(config_path)
     check_field_types(model_type, overrides or {}, "--set")
     values |= overrides or {}
     try:
-        return model_config_from_dict(model_type, values)
+        return model_config_from_dict(model_type, values), config_path
     except ConfigError as error:
         raise ConfigError(f"{where}{' with --set' if overrides else ''}: {error}") from error
 
 
-def save_torch_state_dict(state_dict: dict[str, np.ndarray], path: str | Path) -> None:
-    """Write {"model": state_dict} with torch.save."""
+def save_torch_state_dict(state_dict: dict[str, np.ndarray], target: str | Path | IO[bytes]) -> None:
+    """Write {"model": state_dict} with torch.save, to a path or an open binary file."""
     torch = _torch()
-    torch.save({"model": {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}}, Path(path))
+    target = Path(target) if isinstance(target, str | Path) else target
+    torch.save({"model": {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}}, target)

@@ -31,7 +31,10 @@ _DECODE_ERRORS = (sf.SoundFileError, RuntimeError, OSError, TypeError)
 
 
 class AudioError(UserError, ValueError):
-    """Audio that cannot be used: unreadable, not 16 kHz, not mono, or empty. The message is ``"PATH: reason"``."""
+    """Audio that cannot be used: unreadable, not 16 kHz, not mono, empty, or with NaN/inf samples.
+
+    The message is ``"PATH: reason"``.
+    """
 
     def __init__(self, location: str | Path, reason: str) -> None:
         super().__init__(f"{location}: {reason}")
@@ -179,6 +182,9 @@ def _decode(source: _MemberReader | str, location: str) -> np.ndarray:
             raise AudioError(location, f"cannot decode: {_reason(error)}") from error
     if waveform.size == 0:
         raise AudioError(location, "no samples")
+    non_finite = waveform.size - int(np.count_nonzero(np.isfinite(waveform)))
+    if non_finite:  # a float file with NaN or inf: a model fed with them computes NaN for the whole batch
+        raise AudioError(location, f"non-finite samples ({non_finite} NaN or infinite)")
     return waveform
 
 

@@ -43,7 +43,7 @@ from spidr_jax.data.batch_plan import EpochPlan, SinglePassPlan
 from spidr_jax.data.buckets import BucketStats, plan_buckets
 from spidr_jax.data.load_batch import Batch, FramesOf, LoadBatch, RowTable
 from spidr_jax.data.manifest import ManifestError, read_manifest
-from spidr_jax.data.scan import ScanResult, scan_manifest
+from spidr_jax.data.scan import MinimumLength, ScanResult, scan_manifest
 from spidr_jax.data.worker_exit import ExitWithTrainer
 
 # Tags of the random streams drawn from the data seed (the plan uses 0, load_batch's replacements 5).
@@ -119,6 +119,7 @@ class TrainingData:
         if seed < 0:
             raise ValueError(f"the data seed must be >= 0, got {seed}")
         process_index, process_count = _process(process_index, process_count)
+        self.process_index, self.process_count = process_index, process_count
         if num_data_shards < 1 or num_data_shards % process_count:
             raise ValueError(f"num_data_shards ({num_data_shards}) must be a positive multiple of {process_count=}")
         conv_layers = model_cfg.extractor_conv_layer_config
@@ -130,6 +131,11 @@ class TrainingData:
         while frames_of(shortest) < 1:
             shortest += stride
         min_sample_size = max(data_cfg.min_sample_size, shortest)
+        self.min_samples = MinimumLength(
+            min_sample_size,
+            "data.min_sample_size" if data_cfg.min_sample_size >= shortest
+            else f"one frame of the model at a multiple of its stride ({stride} samples)",
+        )  # fmt: skip
         self.scan: ScanResult = scan_manifest(
             read_manifest(data_cfg.manifest),
             min_sample_size=min_sample_size,
@@ -138,7 +144,7 @@ class TrainingData:
         )
         if not self.scan.rows:
             kinds = [f"{count} {kind}" for kind, count in sorted(self.scan.counts.items())]
-            kinds.append(f"{self.scan.num_too_short} shorter than {min_sample_size} samples")
+            kinds.append(f"{self.scan.num_too_short} shorter than {self.min_samples.describe()}")
             raise ManifestError(data_cfg.manifest, f"no usable rows ({', '.join(kinds)})")
         lengths = np.array([row.num_samples for row in self.scan.rows], dtype=np.int64)
         self.buckets: BucketStats = plan_buckets(
@@ -191,6 +197,16 @@ class TrainingData:
     def batch(self, step: int) -> Batch:
         """The part of global batch ``step`` that this process loads, loaded here (as the iterator would)."""
         return self._load(step)[1]
+
+    def row_locations(self, step: int) -> list[str]:
+        """Where the rows of global batch ``step`` that this process loads come from.
+
+        As planned: a row that fails to decode is replaced by another, and listed among the run's failures.
+        """
+        planned = self.plan.batch(step)
+        local = len(planned.rows) // self.process_count
+        first = self.process_index * local
+        return [self.scan.rows[int(index)].location for index in planned.rows[first : first + local]]
 
     def iterator(self, start_step: int = 0, stop_step: int | None = None) -> BatchIterator:
         """``(step, batch)`` for steps ``start_step, start_step + 1, ...`` up to ``stop_step`` (excluded).

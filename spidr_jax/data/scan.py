@@ -10,7 +10,7 @@ import collections
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from spidr_jax.data.audio import SAMPLE_RATE, AudioError, audio_info, read_audio
 from spidr_jax.data.manifest import ManifestRow
@@ -26,6 +26,17 @@ NOT_MONO = "not mono"
 EMPTY = "empty"
 LENGTH_MISMATCH = "length mismatch"
 UNDECODABLE = "undecodable"
+
+
+class MinimumLength(NamedTuple):
+    """The fewest samples a row must have to be kept, and why (a config field, or the model's own floor)."""
+
+    samples: int
+    reason: str
+
+    def describe(self) -> str:
+        """E.g. `640 samples (one frame of the model at a multiple of its stride (320 samples))`."""
+        return f"{self.samples} samples ({self.reason})"
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from spidr_jax.data.manifest import ManifestRow
 from spidr_jax.data.padded_batches import PaddedBatch, padding_fraction, plan_padded_batches
 from spidr_jax.data.scan import bounded_map
 from spidr_jax.models import DinoSR
+from spidr_jax.models.extractor import receptive_field
 from spidr_jax.models.layer_outputs import OutputFunction
 from spidr_jax.sharding import data_mesh
 
@@ -68,9 +69,12 @@ def compiled_output(graphdef: nnx.GraphDef, output: OutputFunction) -> Callable[
 
 
 def load_batch(
-    batch: PaddedBatch, rows: list[ManifestRow], *, normalize_audio: bool
+    batch: PaddedBatch, rows: list[ManifestRow], *, normalize_audio: bool, min_samples: int = 1
 ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
-    """Decode and zero-pad one batch: (waveforms (B, S), lengths (B,), {row index: failure reason})."""
+    """Decode and zero-pad one batch: (waveforms (B, S), lengths (B,), {row index: failure reason}).
+
+    A file shorter than `min_samples` (the model's receptive field: one frame) fails too.
+    """
     waveforms = np.zeros((batch.batch_size, batch.length), np.float32)
     lengths = np.full((batch.batch_size,), batch.length, np.int32)  # filler rows: full length, ignored
     failures = {}
@@ -82,6 +86,9 @@ def load_batch(
             continue
         if len(audio) > batch.length:  # the batch was planned from the manifest's lengths
             failures[index] = f"has {len(audio)} samples, the manifest says {rows[index].num_samples}"
+        elif len(audio) < min_samples:
+            failures[index] = f"{len(audio)} samples, shorter than the model's minimum of {min_samples} (one frame)"
+        if index in failures:
             lengths[slot] = 0
             continue
         waveforms[slot, : len(audio)] = normalize(audio) if normalize_audio else audio
@@ -216,8 +223,10 @@ def model_outputs(
     runner = BatchRunner(model, output)
     batches, _ = plan(rows, batching, runner.mesh.size)
 
+    min_samples = receptive_field(model.config.extractor_conv_layer_config)
+
     def load(batch: PaddedBatch) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
-        return load_batch(batch, rows, normalize_audio=batching.normalize)
+        return load_batch(batch, rows, normalize_audio=batching.normalize, min_samples=min_samples)
 
     in_flight: collections.deque[Started] = collections.deque()
     with ThreadPoolExecutor(max_workers=4) as pool:

@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -158,6 +159,60 @@ def merge_shards(output: Path) -> int:
     for shard in shards:
         shard.unlink(missing_ok=True)
     return added
+
+
+def record_spans(path: Path) -> dict[str, tuple[int, int]]:
+    """(start, end) byte offsets of the first complete record of each fileid in a units file."""
+    spans: dict[str, tuple[int, int]] = {}
+    start = 0
+    for record, end in complete_records(path):
+        spans.setdefault(record["fileid"], (start, end))
+        start = end
+    return spans
+
+
+def rewrite_records(path: Path, spans: list[tuple[int, int]]) -> None:
+    """Rewrite a units file (atomically) with the records at `spans`, in that order."""
+    with path.open("rb") as source:
+
+        def copy(target: IO[bytes]) -> None:
+            for start, end in spans:
+                source.seek(start)
+                target.write(source.read(end - start))
+
+        write_atomically(path, copy)
+
+
+def deduplicate_units(output: Path) -> int:
+    """Cut every units file of `output` back to the first record of each fileid; how many records were removed.
+
+    Two extractions that once wrote into one output at the same time (before the lock) wrote every file twice.
+    """
+    removed = 0
+    for path in units_files(output):
+        records = sum(1 for _ in complete_records(path))
+        spans = record_spans(path)
+        if len(spans) < records:
+            rewrite_records(path, sorted(spans.values()))
+            removed += records - len(spans)
+    return removed
+
+
+def order_units(output: Path, fileids: list[str]) -> bool:
+    """Put the records of `units.jsonl` in the order of `fileids` (the manifest's); whether it was rewritten.
+
+    Records of other fileids (from an earlier manifest) follow, in their order.
+    """
+    path = output / UNITS_FILE
+    if not path.exists():
+        return False
+    spans = record_spans(path)
+    rank = {fileid: i for i, fileid in enumerate(fileids)}
+    ordered = sorted(spans, key=lambda fileid: (rank.get(fileid, len(rank)), spans[fileid][0]))
+    if ordered == list(spans):
+        return False
+    rewrite_records(path, [spans[fileid] for fileid in ordered])
+    return True
 
 
 class FeatureWriter:

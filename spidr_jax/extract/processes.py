@@ -42,14 +42,22 @@ class Processes:
 
             multihost_utils.sync_global_devices(name)
 
-    def all_ok(self, ok: bool) -> list[bool]:
-        """Each process's `ok`, in process order (every process must call this at the same point)."""
+    def gather(self, *values: int) -> np.ndarray:
+        """Every process's `values`, (processes, values) int64 (every process must call this at the same point)."""
         if self.count == 1:
-            return [ok]
-        from jax.experimental import multihost_utils  # noqa: PLC0415
+            return np.array([values], np.int64)
+        from jax.experimental import multihost_utils  # noqa: PLC0415 (only multi-process runs need it)
 
-        gathered = multihost_utils.process_allgather(np.array([int(ok)], np.int32))
-        return [bool(v) for v in np.asarray(gathered).reshape(-1)]
+        gathered = multihost_utils.process_allgather(np.array(values, np.int64))
+        return np.asarray(gathered).reshape(self.count, len(values))
+
+    def all_ok(self, ok: bool) -> list[bool]:
+        """Each process's `ok`, in process order."""
+        return [bool(v) for v in self.gather(int(ok))[:, 0]]
+
+    def totals(self, *counts: int) -> list[int]:
+        """Each of `counts` summed over the processes."""
+        return [int(v) for v in self.gather(*counts).sum(axis=0)]
 
 
 def join_processes() -> Processes:

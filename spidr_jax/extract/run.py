@@ -19,14 +19,24 @@ import numpy as np
 from spidr_jax.data.manifest import ManifestError, ManifestRow, read_manifest
 from spidr_jax.errors import UserError
 from spidr_jax.extract.inference import Batching, model_outputs, plan
-from spidr_jax.extract.output import ExtractionError, FeatureWriter, UnitsWriter, merge_shards
+from spidr_jax.extract.output import (
+    ExtractionError,
+    FeatureWriter,
+    UnitsWriter,
+    deduplicate_units,
+    merge_shards,
+    order_units,
+)
 from spidr_jax.extract.processes import Processes, split_rows
-from spidr_jax.extract.settings import ExtractionSettings, prepare_output
+from spidr_jax.extract.settings import ExtractionSettings, check_output_location, prepare_output
 from spidr_jax.models import DinoSR
 from spidr_jax.models.attention_kernel import attention_kernel
 from spidr_jax.models.layer_outputs import check_layer, features_at, units_at
 from spidr_jax.pretrained import is_training_workdir, model_from_tree, read_pretrained
 from spidr_jax.progress import make_progress
+from spidr_jax.storage.run_lock import RunLock
+
+LOCK_FILE = "extraction.lock"  # held by process 0 for the run: one extraction per output directory
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,7 @@ class ExtractionOptions:
     batching: Batching = field(default_factory=Batching)
     progress: bool = True
     overwrite: bool = False  # delete an earlier extraction's outputs (other settings allowed)
+    step: int | None = None  # a training workdir's checkpoint (default: its newest intact one)
 
 
 @dataclass
@@ -55,6 +66,8 @@ class ExtractionSummary:
     elapsed: float = 0.0
     padding: float = 0.0
     merged: int = 0  # units records folded from process shards into units.jsonl
+    total_written: int = 0  # over all processes
+    total_failed: int = 0
 
     def describe(self) -> str:
         """One-paragraph summary, with the failed files listed."""
@@ -78,11 +91,13 @@ def check_unique(rows: list[ManifestRow], manifest: Path) -> None:
             raise ManifestError(manifest, f"fileid {fileid!r} is on {len(numbers)} rows: data rows {where}")
 
 
-def load_checkpoint(path: Path, dtype: str) -> tuple[DinoSR, str, int]:
-    """(model, "converted model" | "training workdir", step) of a converted directory or a workdir's newest step."""
-    # A workdir's newest intact checkpoint, without the optimizer state; and no teacher (inference runs the
-    # student): half of the model's weights.
-    cfg, tree = read_pretrained(path, teacher=False)
+def load_checkpoint(path: Path, dtype: str, step: int | None = None) -> tuple[DinoSR, str, int]:
+    """(model, "converted model" | "training workdir", step) of a converted directory or a workdir's checkpoint.
+
+    A workdir's checkpoint at `step` (its newest intact one by default), without the optimizer state; and no teacher
+    (inference runs the student): half of the model's weights.
+    """
+    cfg, tree = read_pretrained(path, teacher=False, step=step)
     kind = "training workdir" if is_training_workdir(path) else "converted model"
     step = int(np.asarray(tree["current_step"]))
     return model_from_tree(cfg, tree, dtype=jnp.dtype(dtype)), kind, step
@@ -110,19 +125,34 @@ def log(processes: Processes, message: str) -> None:
     print(f"{processes.prefix()}{message}", file=sys.stderr, flush=True)
 
 
-def prepare(output: Path, settings: ExtractionSettings, options: ExtractionOptions, processes: Processes) -> None:
-    """Process 0 checks and records the settings in `output`; every process learns whether that worked."""
+def prepare(
+    output: Path, settings: ExtractionSettings, options: ExtractionOptions, processes: Processes
+) -> RunLock | None:
+    """Process 0 takes the output's lock, checks and records the settings; every process learns whether that worked.
+
+    Returns the lock (on process 0) for the caller to release at the end.
+    """
     failure: UserError | None = None
+    lock = None
     if processes.is_first:
         print(f"checkpoint: {settings.describe_checkpoint()}", file=sys.stderr, flush=True)
         try:
+            check_output_location(output)
+            lock = RunLock(output, LOCK_FILE, what="extraction", instead="another --output").__enter__()
             removed = prepare_output(output, settings, overwrite=options.overwrite)
             if removed:
                 log(processes, f"--overwrite: deleted {removed} files of an earlier extraction in {output}")
+            duplicates = deduplicate_units(output)
+            if duplicates:
+                log(processes, f"{output}: removed {duplicates} repeated units records (each fileid is kept once)")
         except UserError as error:
             failure = error
+            if lock is not None:
+                lock.release()
+                lock = None
     if not processes.all_ok(failure is None)[0]:
         raise failure or ExtractionError(f"{output}: process 0 could not prepare the output directory")
+    return lock
 
 
 def run_extraction(
@@ -135,23 +165,29 @@ def run_extraction(
     """Extract the chosen layer for this process's share of the manifest, skipping what is already written."""
     rows = read_manifest(manifest)
     check_unique(rows, manifest)
-    model, kind, step = load_checkpoint(checkpoint.resolve(), options.dtype)  # Orbax wants absolute paths
+    model, kind, step = load_checkpoint(checkpoint.resolve(), options.dtype, options.step)  # Orbax: absolute paths
     check_layer(model.config, options.layer, units=options.units)
     kernel = attention_kernel(options.attention, jax.default_backend(), jnp.dtype(options.dtype), field="--attention")
     model.set_attention_kernel(kernel)
-    prepare(output, settings_of(checkpoint, model, kind, step, options), options, processes)
-    summary = ExtractionSummary()
-    failure: UserError | None = None
+    lock = prepare(output, settings_of(checkpoint, model, kind, step, options), options, processes)
     try:
-        share = [rows[i] for i in split_rows(rows, processes.count)[processes.index]]
-        extract_share(model, share, output, options=options, processes=processes, summary=summary)
-    except UserError as error:  # every process still reaches the barrier below
-        failure = error
-    if processes.count > 1:
-        log(processes, "waiting for the other processes")
-    all_ok = processes.all_ok(failure is None)
-    if options.units and processes.is_first and failure is None:
-        summary.merged = merge_shards(output)
+        summary = ExtractionSummary()
+        failure: UserError | None = None
+        try:
+            share = [rows[i] for i in split_rows(rows, processes.count)[processes.index]]
+            extract_share(model, share, output, options=options, processes=processes, summary=summary)
+        except UserError as error:  # every process still reaches the barrier below
+            failure = error
+        if processes.count > 1:
+            log(processes, "waiting for the other processes")
+        all_ok = processes.all_ok(failure is None)
+        summary.total_written, summary.total_failed = processes.totals(summary.written, len(summary.failed))
+        if options.units and processes.is_first and failure is None:
+            summary.merged = merge_shards(output)
+            order_units(output, [row.fileid for row in rows])  # the manifest's order, whatever the processes did
+    finally:
+        if lock is not None:
+            lock.release()
     if failure is not None:
         raise failure
     if not all(all_ok) and processes.is_first:

@@ -108,13 +108,21 @@ def clear_outputs(output: Path) -> int:
     return len(removed)
 
 
+def check_output_location(output: Path) -> None:
+    """Raise ExtractionError when `output` is, or would lie inside, something that is not a directory."""
+    if output.exists() and not output.is_dir():
+        raise ExtractionError(f"{output}: exists and is not a directory; choose another --output")
+    existing = next((parent for parent in output.absolute().parents if parent.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ExtractionError(f"{output}: {existing} is a file, not a directory; choose another --output")
+
+
 def prepare_output(output: Path, settings: ExtractionSettings, *, overwrite: bool) -> int:
     """Create `output` and record `settings` there (refusing other recorded settings unless `overwrite`).
 
     Returns how many files of an earlier extraction `overwrite` deleted.
     """
-    if output.exists() and not output.is_dir():
-        raise ExtractionError(f"{output}: exists and is not a directory; choose another --output")
+    check_output_location(output)
     removed = clear_outputs(output) if overwrite else 0
     if not overwrite:
         check_settings(output, settings)

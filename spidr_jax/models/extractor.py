@@ -23,6 +23,15 @@ def conv_output_lengths(lengths: jax.Array | np.ndarray | int, conv_layers: Sequ
     return out
 
 
+def receptive_field(conv_layers: Sequence[ConvLayerSpec]) -> int:
+    """The fewest samples that give one frame: the receptive field of one output frame."""
+    samples, step = 1, 1
+    for _, kernel, stride in conv_layers:
+        samples += (kernel - 1) * step
+        step *= stride
+    return samples
+
+
 def length_mask(lengths: jax.Array, max_length: int) -> jax.Array:
     """(batch, max_length) boolean mask, True on valid positions."""
     return jnp.arange(max_length)[None, :] < lengths[:, None]

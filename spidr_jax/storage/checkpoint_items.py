@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 from spidr_jax.errors import UserError
 from spidr_jax.storage.checksums import checksum_mismatch, first_non_finite, tree_checksums
 from spidr_jax.storage.orbax_noise import one_line_reason, quiet_absl, stderr_kept_on_success
+from spidr_jax.storage.restore_errors import CheckpointUnreadableError, is_damage
 
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged_checkpoints"  # damaged checkpoints are moved here, out of reach of keep_latest
@@ -52,7 +53,8 @@ def checkpoint_manager(workdir: Path, *, keep_latest: int = -1, read_only: bool 
             LEGACY_STATE_ITEM: ocp.PyTreeCheckpointHandler(),
             META_ITEM: ocp.JsonCheckpointHandler(),
         }
-        return ocp.CheckpointManager(workdir / CHECKPOINT_DIR, options=options, item_handlers=handlers)
+        # Orbax refuses relative paths.
+        return ocp.CheckpointManager(workdir.resolve() / CHECKPOINT_DIR, options=options, item_handlers=handlers)
 
 
 def save_checkpoint(manager: ocp.CheckpointManager, step: int, model: dict, training: dict, meta: dict) -> None:
@@ -84,7 +86,8 @@ def restore_checkpoint(
 ) -> Restored:
     """Restore and verify one step; `*_target` give shapes, dtypes and shardings (ShapeDtypeStructs).
 
-    Raises DamagedCheckpointError naming the step and what is wrong.
+    Raises DamagedCheckpointError naming the step and what is wrong, or CheckpointUnreadableError when the restore
+    failed for another reason (see `restore_errors`).
     """
     directory = manager.directory / str(step)
     legacy = (directory / LEGACY_STATE_ITEM).is_dir() and not (directory / MODEL_ITEM).is_dir()
@@ -106,11 +109,21 @@ def restore_checkpoint(
                 model, meta = dict(restored.model), dict(restored.meta)
                 training = dict(restored.training) if training_target is not None else None
     except Exception as error:  # Orbax, tensorstore and JSON raise many kinds for damaged files
-        raise DamagedCheckpointError(step, directory, one_line_reason(error)) from error
+        raise restore_failure(step, directory, error) from error
     _verify(step, directory, MODEL_ITEM, model, meta)
     if training is not None:
         _verify(step, directory, TRAINING_ITEM, training, meta)
     return Restored(step=step, model=model, training=training, meta=meta)
+
+
+def restore_failure(step: int, where: Path, error: Exception) -> DamagedCheckpointError | CheckpointUnreadableError:
+    """What a failed read of a checkpoint means: its damage, or another failure that leaves it as it is."""
+    if is_damage(error):
+        return DamagedCheckpointError(step, where, one_line_reason(error))
+    return CheckpointUnreadableError(
+        f"cannot read the checkpoint at step {step}: {where}: {one_line_reason(error)} "
+        "(not a sign of damage: nothing was set aside; fix the cause, or retry)"
+    )
 
 
 def _verify(step: int, directory: Path, item: str, tree: dict, meta: dict) -> None:
@@ -169,8 +182,8 @@ def metadata_target(manager: ocp.CheckpointManager, step: int, keys: tuple[str, 
     item = MODEL_ITEM if (directory / MODEL_ITEM).is_dir() else LEGACY_STATE_ITEM
     try:
         tree = ocp.PyTreeCheckpointHandler().metadata(directory / item).tree  # this item's alone
-    except Exception as error:
-        raise DamagedCheckpointError(step, directory / item, one_line_reason(error)) from error
+    except Exception as error:  # as in restore_checkpoint
+        raise restore_failure(step, directory / item, error) from error
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree.map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), {key: tree[key] for key in keys}

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from absl import logging as absl_logging
 
@@ -157,3 +158,30 @@ def one_line_reason(error: BaseException) -> str:
     if directories and arrays:
         line = f"{directories[-1]}{arrays[-1]}: {line}"
     return line if len(line) <= 300 else line[:297] + "..."
+
+
+@contextmanager
+def stderr_dropped() -> Iterator[None]:
+    """Silence stderr, also at the C level, for the duration (and a moment after a failure).
+
+    Orbax's background threads print tracebacks for a failed write, some of them after the error reached the
+    caller; the failure is reported in one line instead. (`stderr_kept_on_success` keeps what a success printed.)
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    failed = False
+    try:
+        with Path(os.devnull).open("w") as null:
+            os.dup2(null.fileno(), 2)
+            try:
+                yield
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                if failed:
+                    time.sleep(1.0)  # let the background threads finish printing into the void
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from spidr_jax.data.scan import ScanResult, format_problems
+from spidr_jax.data.scan import MinimumLength, ScanResult, format_problems
 from spidr_jax.errors import UserError
 
 BAD_AUDIO_FILE = "bad_audio.txt"
@@ -27,13 +27,15 @@ class TooMuchBadAudioError(UserError, RuntimeError):
     """More than `data.max_bad_fraction` of the loaded rows failed to decode."""
 
 
-def report_scan_problems(scan: ScanResult, workdir: Path, say: Callable[[str], None], *, write: bool) -> None:
+def report_scan_problems(
+    scan: ScanResult, minimum: MinimumLength, workdir: Path, say: Callable[[str], None], *, write: bool
+) -> None:
     """Print the scan's problems and list every excluded file in `<workdir>/bad_audio.txt`.
 
     Rows recorded by an earlier run of the same workdir as failing in training are kept.
     """
     if scan.num_too_short:
-        say(f"{scan.num_too_short} files shorter than data.min_sample_size are left out")
+        say(f"{scan.num_too_short} files shorter than {minimum.describe()} are left out")
     if scan.problems:
         say(f"{len(scan.problems)} audio files are unusable and left out (list in {workdir / BAD_AUDIO_FILE}):")
         say(format_problems(scan))

@@ -6,7 +6,6 @@ in `run.workdir` exactly (same step, optimizer, teacher, codebooks, RNG and data
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,9 +22,10 @@ from spidr_jax.data.audio import SAMPLE_RATE, AudioError
 from spidr_jax.data.load_batch import BAD_AUDIO
 from spidr_jax.data.pipeline import TrainingData, validation_batches
 from spidr_jax.errors import UserError
-from spidr_jax.progress import make_progress
+from spidr_jax.progress import duration, is_terminal, make_progress
 from spidr_jax.runtime import enable_compilation_cache, initialize_distributed
 from spidr_jax.sharding import data_mesh, replicated
+from spidr_jax.storage.run_lock import LockedError, RunLock
 from spidr_jax.train.bad_audio import DecodeFailures, TooMuchBadAudioError, report_scan_problems
 from spidr_jax.train.checkpoints import RunCheckpoints
 from spidr_jax.train.evaluation import eval_step_function, validate
@@ -37,8 +37,8 @@ from spidr_jax.train.steps_in_flight import StepsInFlight
 from spidr_jax.train.tensorboard import MetricAverages, MetricsWriter
 from spidr_jax.train.units_report import UnitsMonitor
 from spidr_jax.train.workdir import abstract_batch, global_batch, local_workdir, prepare_workdir
-from spidr_jax.train.workdir_lock import WorkdirLock, WorkdirLockedError
 
+LOCK_FILE = "run.lock"  # held by the run: one training per workdir
 CROP_WARNING = 0.15  # above this fraction of the audio cropped to the bucket lengths, the start says so
 SAVE_CHECK_INTERVAL = 10  # steps between two checks for a failed asynchronous checkpoint save
 
@@ -71,19 +71,23 @@ def train(cfg: Config, *, progress: bool = True) -> RunResult:
 def hold_workdir(workdir: str) -> Iterator[None]:
     """Process 0 holds the workdir's lock for the run; every process fails alike when another run holds it."""
     initialize_distributed()
-    lock = WorkdirLock(local_workdir(workdir)) if jax.process_index() == 0 else None
+    lock = (
+        RunLock(local_workdir(workdir), LOCK_FILE, what="training", instead="another run.workdir")
+        if jax.process_index() == 0
+        else None
+    )
     refusal = ""
     if lock is not None:
         try:
             lock.__enter__()
-        except WorkdirLockedError as error:
+        except LockedError as error:
             refusal, lock = str(error), None
     if jax.process_count() > 1:
         refused = multihost_utils.broadcast_one_to_all(np.int32(bool(refusal)))
         if int(refused) and not refusal:
             refusal = f"{workdir} is in use by another training (see the log of process 0)"
     if refusal:
-        raise WorkdirLockedError(refusal)
+        raise LockedError(refusal)
     try:
         yield
     finally:
@@ -111,7 +115,7 @@ class TrainingRun:
             cfg.data, cfg.masking, cfg.model, seed=cfg.data.random_seed, num_data_shards=self.mesh.size,
             progress=self.is_main,
         )  # fmt: skip
-        report_scan_problems(self.data.scan, self.workdir, self.say, write=self.is_main)
+        report_scan_problems(self.data.scan, self.data.min_samples, self.workdir, self.say, write=self.is_main)
         self.decode_failures = DecodeFailures(self.workdir, cfg.data.max_bad_fraction, self.say)
         self.say(self.data.buckets.describe())
         if self.data.buckets.crop_fraction > CROP_WARNING:
@@ -155,6 +159,7 @@ class TrainingRun:
         # ---- logging -----------------------------------------------------------------------------------------
         self.writer = MetricsWriter(self.workdir / "tensorboard", enabled=self.is_main)
         self.averages = MetricAverages()
+        self.interval_steps: list[int] = []  # the steps of the metrics in `averages`, in order
 
     def compile_ahead(self, *, extractor_frozen: bool) -> None:
         """Compile the step for every batch shape of the data (concurrently), with a progress bar."""
@@ -199,7 +204,7 @@ class TrainingRun:
         with (
             StopSignals() as signals,
             self.data.iterator(self.start_step) as batches,
-            make_progress(disable=not self.progress) as bar,
+            make_progress(disable=not self.progress or not is_terminal()) as bar,  # in a log: `log_line`s
         ):
             task = bar.add_task("training", total=max_steps, completed=self.start_step, status="")
             in_flight = StepsInFlight()  # the next batch goes to the devices while they compute this step
@@ -212,6 +217,7 @@ class TrainingRun:
                 in_flight.dispatched(metrics["loss"])
                 rows, samples = batch["waveforms"].shape
                 self.averages.add(metrics | {"batch_size": rows, "audio_seconds": rows * samples / SAMPLE_RATE})
+                self.interval_steps.append(step)
                 done = result.final_step = step + 1
                 bar.advance(task)
                 signals.poll(done)
@@ -222,9 +228,10 @@ class TrainingRun:
                     interval_start = (time.perf_counter(), done)
                     result.losses[done] = values["loss"]
                     bar.update(task, status=progress_status(values))
+                    if self.progress and not is_terminal():
+                        print(log_line(values, done, max_steps), flush=True)
                 if done % cfg.run.save_interval == 0 or done == max_steps or signals.received:
-                    if not self.averages.all_finite():
-                        raise NonFiniteLossError(non_finite_message(done, self.checkpoints))
+                    self.check_finite()
                     self.save_and_validate(done)
                 if signals.received:
                     result.stopped_by_signal = signals.received
@@ -248,11 +255,18 @@ class TrainingRun:
     def log_interval(self, interval_start: tuple[float, int], done: int) -> dict[str, float]:
         """Average the metrics since the last log, check them, and write them to TensorBoard."""
         bad_audio = self.decode_failures.check()
+        self.check_finite()
         values = interval_values(self.averages.pop(), interval_start, done) | {"bad_audio": bad_audio}
-        if not math.isfinite(values["loss"]):
-            raise NonFiniteLossError(non_finite_message(done, self.checkpoints))
+        self.interval_steps = []
         self.writer.scalars("train", values, done)
         return values
+
+    def check_finite(self) -> None:
+        """Raise NonFiniteLossError naming the first step since the last log whose loss is not finite, and its rows."""
+        position = self.averages.first_non_finite("loss")
+        if position is not None:
+            step = self.interval_steps[position]
+            raise NonFiniteLossError(non_finite_message(step, self.checkpoints, self.data.row_locations(step)))
 
     def close(self) -> None:
         """Wait for pending checkpoint saves and flush the logs (safe to call twice)."""
@@ -284,11 +298,22 @@ def interval_values(means: dict[str, float], interval_start: tuple[float, int], 
 
 def progress_status(values: dict[str, float]) -> str:
     """The progress bar's text."""
-    return f"loss {values['loss']:.3f}  ppl {values['target_ppl']:.1f}/{values['pred_ppl']:.1f}"
+    return f"loss {values['loss']:.3f}  target ppl {values['target_ppl']:.1f}  pred ppl {values['pred_ppl']:.1f}"
 
 
-def non_finite_message(step: int, checkpoints: RunCheckpoints) -> str:
-    """The one line explaining the stop."""
+def log_line(values: dict[str, float], done: int, max_steps: int) -> str:
+    """What a log file gets every `run.log_interval` steps (where no bar is drawn)."""
+    eta = duration((max_steps - done) * values["step_time"])
+    return (
+        f"step {done}/{max_steps}: loss {values['loss']:.4f}, target ppl {values['target_ppl']:.1f}, "
+        f"pred ppl {values['pred_ppl']:.1f}, lr {values['lr']:.3g}, grad norm {values['grad_norm']:.3g}, "
+        f"{values['audio_seconds_per_second']:.0f} audio s/s, ETA {eta}"
+    )
+
+
+def non_finite_message(step: int, checkpoints: RunCheckpoints, rows: list[str], shown: int = 8) -> str:
+    """The one line explaining the stop: the step (counted from 1), the rows of its batch, the checkpoint kept."""
     last = checkpoints.latest_step()
     kept = f"the last good checkpoint (step {last}) is kept" if last is not None else "no checkpoint was written"
-    return f"the loss is not finite at step {step}; stopping without saving ({kept})"
+    listed = ", ".join(rows[:shown]) + (f" and {len(rows) - shown} more" if len(rows) > shown else "")
+    return f"the loss is not finite at step {step + 1} (its batch: {listed}); stopping without saving ({kept})"

@@ -58,6 +58,7 @@ class MetricAverages:
         self.pending = []
         return {name: float(np.mean([m[name] for m in host])) for name in host[0]}
 
-    def all_finite(self, name: str = "loss") -> bool:
-        """Whether every pending value of `name` is finite (forces a transfer)."""
-        return all(np.isfinite(v) for v in jax.device_get([m[name] for m in self.pending]))
+    def first_non_finite(self, name: str = "loss") -> int | None:
+        """The position among the pending steps of the first whose `name` is NaN or infinite (forces a transfer)."""
+        finite = np.isfinite(np.asarray(jax.device_get([m[name] for m in self.pending]), dtype=np.float64))
+        return None if finite.all() else int(np.argmin(finite))

@@ -1,7 +1,8 @@
-"""One training per workdir: a lock file naming its holder (host, pid, start time), refreshed while it runs.
+"""One writer per directory: a lock file naming its holder (host, pid, start time), refreshed while it runs.
 
-Two runs writing one workdir mix their checkpoints, config and TensorBoard events, so the second is refused.
-The lock is `<workdir>/run.lock`, created exclusively. It is stale, and taken over, when its holder is gone:
+Two trainings writing one workdir mix their checkpoints, config and TensorBoard events; two extractions writing one
+output directory write every file twice. So the second is refused. The lock (`<workdir>/run.lock` for training,
+`<output>/extraction.lock` for extraction) is created exclusively. It is stale, and taken over, when its holder is gone:
 on the same host when its process no longer exists (or is another process with the same pid), on another host
 (a shared filesystem) when it has not been refreshed for `STALE_AFTER` seconds, and in a SLURM job when it was
 left by an earlier run of the same job (a requeued job restarts on another node at once).
@@ -21,13 +22,12 @@ from typing import Self
 
 from spidr_jax.errors import UserError
 
-LOCK_FILE = "run.lock"
 REFRESH_EVERY = 30.0  # seconds between two refreshes of the lock's modification time
 STALE_AFTER = 180.0  # a lock of another host not refreshed for this long is stale (allows for clock skew)
 
 
-class WorkdirLockedError(UserError, RuntimeError):
-    """Another training holds the workdir."""
+class LockedError(UserError, RuntimeError):
+    """Another run holds the directory."""
 
 
 def _process_start(pid: int) -> str | None:
@@ -56,11 +56,15 @@ def _holder() -> dict:
     }
 
 
-class WorkdirLock:
-    """Context manager holding `<workdir>/run.lock`; raises WorkdirLockedError when a live run holds it."""
+class RunLock:
+    """Context manager holding `directory/name`; raises LockedError when a live run holds it.
 
-    def __init__(self, workdir: Path) -> None:
-        self.path = workdir / LOCK_FILE
+    `what` names the kind of run ("training"), `instead` what a second one should use ("another run.workdir").
+    """
+
+    def __init__(self, directory: Path, name: str, *, what: str, instead: str) -> None:
+        self.path = directory / name
+        self.what, self.instead = what, instead
         self.holder = _holder()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -74,9 +78,9 @@ class WorkdirLock:
                 return self
             current = self._read()
             if current is not None and not self._is_stale(current):
-                raise WorkdirLockedError(self._refusal(current))
+                raise LockedError(self._refusal(current))
             self._remove_stale(current)
-        raise WorkdirLockedError(f"{self.path}: could not take the lock (another run is starting?)")
+        raise LockedError(f"{self.path}: could not take the lock (another run is starting?)")
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
@@ -135,7 +139,7 @@ class WorkdirLock:
     def _remove_stale(self, holder: dict | None) -> None:
         # Rename first: of two runs removing the same stale lock, only one succeeds, and neither removes a
         # fresh lock that a third just created (the renamed file is checked to be the stale one).
-        aside = self.path.with_name(f"{LOCK_FILE}.stale-{os.getpid()}")
+        aside = self.path.with_name(f"{self.path.name}.stale-{os.getpid()}")
         try:
             self.path.rename(aside)
         except FileNotFoundError:
@@ -153,9 +157,8 @@ class WorkdirLock:
 
     def _refusal(self, holder: dict) -> str:
         return (
-            f"{self.path.parent} is in use by another training (pid {holder.get('pid')} on {holder.get('host')}, "
-            f"started {holder.get('started')}); stop it first or use another run.workdir "
-            f"(if it is gone, remove {self.path})"
+            f"{self.path.parent} is in use by another {self.what} (pid {holder.get('pid')} on {holder.get('host')}, "
+            f"started {holder.get('started')}); stop it first or use {self.instead} (if it is gone, remove {self.path})"
         )
 
     def _refresh(self) -> None:
