@@ -1,7 +1,7 @@
 """Progress of long work: a live bar in a terminal, plain lines in a log file (SLURM jobs, CI, `> log`).
 
 `make_progress()` gives rich's bar when stderr is a terminal; otherwise `LineProgress`, which prints one line per
-tenth of the work or per minute, whichever comes first, and a last line when the work ends. Both take the same
+tenth of the work or per minute, whichever comes first (never two within 5 s), and a last line when it ends. Both take the same
 calls: `add_task(description, total=..., status="")`, `update(task, advance=..., status=...)`, `advance(task)`.
 """
 
@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 T = TypeVar("T")
 LINE_FRACTION = 0.1  # a line per tenth of the work ...
 LINE_SECONDS = 60.0  # ... or per minute, whichever comes first
+QUIET_SECONDS = 5.0  # but no two lines closer than this, but for the last: quick work gets one line
 
 
 def is_terminal(stream: IO[str] | None = None) -> bool:
@@ -98,7 +99,9 @@ class LineProgress:
         fraction = self._fraction_of(task.total, task.completed)
         done = task.total is not None and task.completed >= task.total
         now = time.monotonic()
-        if done or fraction - task.last_fraction >= self.fraction or now - task.last_line >= self.seconds:
+        since = now - task.last_line
+        tenth = fraction - task.last_fraction >= self.fraction and since >= QUIET_SECONDS
+        if done or tenth or since >= self.seconds:
             if not task.finished:
                 self._print(task)
             task.last_line, task.last_fraction, task.finished = now, fraction, done

@@ -40,6 +40,9 @@ class RunConfig:
     # Not in the reference: the kernel of attention without dropout (spidr_jax/models/attention_kernel.py);
     # "cudnn" needs an NVIDIA GPU and bf16/fp16, "auto" is XLA's.
     attention: Literal["auto", "xla", "cudnn"] = "auto"
+    # Not in the reference: a restart whose data, seed or optimizer settings differ from the run's last start is
+    # refused (by default each change is printed, and the run goes on with the new settings).
+    strict_resume: bool = False
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,8 @@ class BatchIterator(Iterator[tuple[int, Batch]]):
     def __next__(self) -> tuple[int, Batch]:
         if self._iterator is None:
             raise StopIteration
-        return next(self._iterator)
+        step, batch = next(self._iterator)
+        return step, {name: _own_memory(value) for name, value in batch.items()}
 
     def close(self) -> None:
         """Stop the workers and free their buffers; idempotent."""
@@ -229,6 +230,18 @@ class TrainingData:
         workers = grain.MultiprocessingOptions(num_workers=self.num_workers, per_worker_buffer_size=self.prefetch)
         prefetched = dataset.to_iter_dataset(options).mp_prefetch(workers, worker_init_fn=ExitWithTrainer())
         return BatchIterator(iter(prefetched))
+
+
+def _own_memory(value: object) -> object:
+    """A batch array of the workers' shared memory copied to this process's memory (other values as they are).
+
+    The workers hand batches over in shared memory segments, unlinked when the array is collected. On CPUs, JAX
+    arrays made from a batch may keep it alive until the process exits, and the segment is then left behind
+    (Python's resource tracker warns of "leaked shared_memory objects"). A copy of one batch costs little.
+    """
+    if isinstance(value, np.ndarray) and type(value) is not np.ndarray:
+        return np.array(value)
+    return value
 
 
 def validation_batches(

@@ -145,6 +145,18 @@ def scan_manifest(
     )
 
 
+def left_out_line(result: ScanResult, minimum: MinimumLength, limit: int = 3) -> str | None:
+    """One line on the rows a scan left out (the first few unusable files, with their reasons), or None."""
+    parts = []
+    if result.problems:
+        shown = "; ".join(f"{location}: {reason}" for location, reason in result.problems[:limit])
+        more = f"; and {len(result.problems) - limit} more" if len(result.problems) > limit else ""
+        parts.append(f"{len(result.problems)} of {result.num_scanned} files unusable ({shown}{more})")
+    if result.num_too_short:
+        parts.append(f"{result.num_too_short} shorter than {minimum.describe()}")
+    return f"left out: {', '.join(parts)}" if parts else None
+
+
 def format_problems(result: ScanResult, limit: int = 20) -> str:
     """A readable summary: the first ``limit`` bad files with their reasons, then a count per kind."""
     lines = []

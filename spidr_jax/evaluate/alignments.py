@@ -11,14 +11,22 @@ Labels are separated by whitespace, one phone label per 10 ms frame (for instanc
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from spidr_jax.data.manifest import ManifestRow
 from spidr_jax.errors import InputError, UserError
 
-__all__ = ["AlignmentFormatError", "pair_units_with_alignments", "read_alignments", "write_alignments"]
+__all__ = [
+    "AlignmentFormatError",
+    "AlignmentMismatchError",
+    "check_alignment_lengths",
+    "pair_units_with_alignments",
+    "read_alignments",
+    "write_alignments",
+]
 
 # How many file ids to quote when reporting a mismatch between alignments and units.
 _MAX_LISTED = 5
@@ -69,6 +77,38 @@ def write_alignments(alignments: Mapping[str, Sequence[str]], path: str | Path) 
             raise InputError(f"Invalid phones for {fileid!r}: at least one label, without spaces")
         lines.append(" ".join([fileid, *phones]))
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+class AlignmentMismatchError(UserError, ValueError):
+    """A file's alignment does not cover its audio (wrong file, wrong frame rate); exit code 2, like a bad config."""
+
+    exit_code = 2
+
+
+def check_alignment_lengths(
+    rows: Sequence[ManifestRow],
+    alignments: Mapping[str, Sequence[str]],
+    frames_of: Callable[[int], int],
+    *,
+    where: str,
+    repeat: int = 2,
+    max_length_diff: int = 2,
+) -> None:
+    """Raise AlignmentMismatchError naming the first file whose alignment and model frames disagree.
+
+    A file of `n` samples has `frames_of(n)` model frames, each `repeat` alignment frames long; the alignment may
+    differ from that by `max_length_diff` frames (what the unit metrics tolerate). Files without alignment pass.
+    """
+    for row in rows:
+        phones = alignments.get(row.fileid)
+        if phones is None:
+            continue
+        frames = int(frames_of(row.num_samples))
+        if abs(len(phones) - repeat * frames) > max_length_diff:
+            raise AlignmentMismatchError(
+                f"{where}: {row.location}: {len(phones)} alignment frames for {frames} model frames "
+                f"({row.num_samples} samples; {repeat * frames} alignment frames expected, within {max_length_diff})"
+            )
 
 
 def _listed(ids: set[str]) -> str:

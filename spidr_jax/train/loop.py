@@ -21,6 +21,7 @@ from spidr_jax.config.run import Config
 from spidr_jax.data.audio import SAMPLE_RATE, AudioError
 from spidr_jax.data.load_batch import BAD_AUDIO
 from spidr_jax.data.pipeline import TrainingData, validation_batches
+from spidr_jax.data.scan import left_out_line
 from spidr_jax.errors import UserError
 from spidr_jax.progress import duration, is_terminal, make_progress
 from spidr_jax.runtime import enable_compilation_cache, initialize_distributed
@@ -28,7 +29,8 @@ from spidr_jax.sharding import data_mesh, replicated
 from spidr_jax.storage.run_lock import LockedError, RunLock
 from spidr_jax.train.bad_audio import DecodeFailures, TooMuchBadAudioError, report_scan_problems
 from spidr_jax.train.checkpoints import RunCheckpoints
-from spidr_jax.train.evaluation import eval_step_function, validate
+from spidr_jax.train.config_history import record_start
+from spidr_jax.train.evaluation import eval_step_function, validate_set
 from spidr_jax.train.initial_state import initial_train_state
 from spidr_jax.train.signals import StopSignals
 from spidr_jax.train.step import StepDefinition, compile_train_step
@@ -106,8 +108,8 @@ class TrainingRun:
         self.mesh: Mesh = data_mesh()
         self.is_main = jax.process_index() == 0
         self.progress = progress and self.is_main
-        self.workdir: Path = prepare_workdir(cfg, write=self.is_main)
         self.say: Callable[[str], None] = print if self.is_main else (lambda _: None)
+        self.workdir: Path = prepare_workdir(cfg, write=self.is_main, say=self.say)
         self.say(f"workdir: {self.workdir}  ({self.mesh.size} devices, {jax.process_count()} processes)")
 
         # ---- input pipeline -----------------------------------------------------------------------------------
@@ -136,13 +138,19 @@ class TrainingRun:
             )
             for name, val_cfg in cfg.validation.items()
         }
-        self.units_monitor = UnitsMonitor(cfg.validation)
+        for name, val_data in self.validation.items():
+            left_out = left_out_line(val_data.scan, val_data.min_samples)
+            if left_out:
+                self.say(f"warning: validation.{name}: {left_out}")
+        self.units_monitor = UnitsMonitor(cfg.validation, cfg.model)
 
         # ---- model, optimizer and train state: resumed, converted (run.init_ckpt) or fresh ----------------
         self.checkpoints = RunCheckpoints(self.workdir, keep_latest=cfg.run.keep_latest)
         self.split, self.state, origin = initial_train_state(cfg, self.mesh, self.checkpoints)
         self.start_step = int(jax.device_get(self.state.step))
         self.say(f"train state: {origin}, step {self.start_step}")
+        if self.is_main:
+            record_start(cfg, self.workdir, self.start_step)
         if self.start_step >= cfg.optimizer.max_steps:
             self.say(
                 f"the checkpoint is at step {self.start_step}, not below optimizer.max_steps "
@@ -185,14 +193,19 @@ class TrainingRun:
         self.checkpoints.save(self.state, meta)
         state = self.state
         for name, val_data in self.validation.items():
-            with val_data.iterator(0, val_data.num_batches) as batches:
-                device_batches = (global_batch(batch, self.mesh) for _, batch in batches)
-                values = validate(self.evaluate, state.params, state.teacher, state.codebooks, device_batches)
-            self.writer.scalars(name, values, step)
-            self.say(f"validation {name} at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+            try:
+                result = validate_set(self.evaluate, state, val_data, self.mesh)
+            except UserError as error:  # e.g. a set whose files became unreadable: the training goes on
+                self.say(f"warning: validation {name} at step {step} failed: {error}")
+                continue
+            self.writer.scalars(name, result.values, step)
+            self.say(result.describe(name, step))
         if self.units_monitor.sets:
             model = self.split.merge(state.params, state.teacher, state.codebooks)
-            self.units_monitor.evaluate(model, step, self.writer)
+            try:
+                self.units_monitor.evaluate(model, step, self.writer)
+            except UserError as error:
+                self.say(f"warning: units quality at step {step} failed: {error}")
 
     def loop(self) -> RunResult:
         """Train from the current step to `optimizer.max_steps`."""

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from spidr_jax.config.model import DinoSRConfig
 from spidr_jax.config.run import DataConfig
 from spidr_jax.data.manifest import ManifestRow, read_manifest
-from spidr_jax.evaluate.alignments import read_alignments
+from spidr_jax.evaluate.alignments import check_alignment_lengths, read_alignments
 from spidr_jax.evaluate.model_units import codebook_units_quality
 from spidr_jax.evaluate.plots import read_scalars
 from spidr_jax.evaluate.units_quality import UnitsQuality
 from spidr_jax.models import DinoSR
+from spidr_jax.models.extractor import conv_output_lengths
 from spidr_jax.train.tensorboard import MetricsWriter
 
 REPORTED = ("pnmi", "phone_purity", "cluster_purity", "codebook_perplexity", "active_codewords", "bitrate")
@@ -23,12 +25,17 @@ REPORTED = ("pnmi", "phone_purity", "cluster_purity", "codebook_perplexity", "ac
 class UnitsMonitor:
     """Scores the model's units on the aligned validation sets."""
 
-    def __init__(self, validation: dict[str, DataConfig]) -> None:
+    def __init__(self, validation: dict[str, DataConfig], model_cfg: DinoSRConfig) -> None:
+        """Read the aligned sets and check every alignment against its file's frames (before anything compiles)."""
         self.sets: dict[str, tuple[list[ManifestRow], dict[str, list[str]]]] = {
             name: (read_manifest(cfg.manifest), read_alignments(cfg.alignments_path))
             for name, cfg in validation.items()
             if cfg.alignments_path
         }
+        layers = model_cfg.extractor_conv_layer_config
+        for name, (rows, alignments) in self.sets.items():
+            where = f"validation.{name} ({validation[name].alignments_path})"
+            check_alignment_lengths(rows, alignments, lambda n: conv_output_lengths(n, layers), where=where)
 
     def evaluate(self, model: DinoSR, step: int, writer: MetricsWriter) -> dict[str, dict[int, UnitsQuality]]:
         """Score every aligned set and log `<set>/units_layer<N>/<metric>`."""

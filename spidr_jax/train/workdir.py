@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from spidr_jax.config.loading import config_from_json, config_to_json
 from spidr_jax.config.model import ConfigError
 from spidr_jax.config.run import Config
 from spidr_jax.data.load_batch import BAD_AUDIO
-
-CONFIG_FILE = "config.json"
+from spidr_jax.train.config_history import check_restart
 
 
 def local_workdir(workdir: str) -> Path:
@@ -23,29 +22,12 @@ def local_workdir(workdir: str) -> Path:
     return Path(workdir).expanduser().resolve()
 
 
-def prepare_workdir(cfg: Config, *, write: bool) -> Path:
-    """Create the workdir and write the run config (the reference's JSON layout) into it.
-
-    On a restart the model section must be the one the run was created with: other sections (max_steps, log
-    intervals, manifests) may change.
-    """
+def prepare_workdir(cfg: Config, *, write: bool, say: Callable[[str], None]) -> Path:
+    """Check a restart's config against the run's (`config_history.check_restart`) and create the workdir."""
     workdir = local_workdir(cfg.run.workdir)
-    path = workdir / CONFIG_FILE
-    if path.exists():
-        previous = config_from_json(path)
-        if previous.model != cfg.model:
-            changed = [
-                name for name, value in cfg.model.to_dict().items() if previous.model.to_dict().get(name) != value
-            ]
-            raise ConfigError(
-                f"{workdir} holds a run with another model config (model.{', model.'.join(changed) or 'type'} "
-                "differ); use a new run.workdir"
-            )
+    check_restart(cfg, workdir, say)
     if write:
         workdir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(config_to_json(cfg) + "\n", encoding="utf-8")
-        tmp.replace(path)
     return workdir
 
 
