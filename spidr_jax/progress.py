@@ -1,8 +1,9 @@
 """Progress of long work: a live bar in a terminal, plain lines in a log file (SLURM jobs, CI, `> log`).
 
 `make_progress()` gives rich's bar when stderr is a terminal; otherwise `LineProgress`, which prints one line per
-tenth of the work or per minute, whichever comes first (never two within 5 s), and a last line when it ends. Both take the same
-calls: `add_task(description, total=..., status="")`, `update(task, advance=..., status=...)`, `advance(task)`.
+tenth of the work or per minute, whichever comes first (never two within 5 s), and a last line when it ends.
+Both take the same calls: `add_task(description, total=..., status="")`, `update(task, advance=..., status=...)`,
+`advance(task)`.
 """
 
 from __future__ import annotations
