@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from spidr_jax.cli import command_parser
 from spidr_jax.errors import exit_on_user_error
 from spidr_jax.extract.inference import Batching
 from spidr_jax.extract.processes import join_processes
@@ -22,25 +23,28 @@ from spidr_jax.extract.run import ExtractionOptions, log, run_extraction
 from spidr_jax.runtime import enable_compilation_cache
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Command-line arguments."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = command_parser("extract", __doc__)
+    parser.add_argument("--checkpoint", required=True, help="a converted model directory or a training workdir")
+    parser.add_argument(
+        "--step", type=int, help="of a training workdir, the checkpoint of this step (default: the newest intact one)"
     )
-    parser.add_argument("--checkpoint", required=True, help="converted model directory or training workdir")
     parser.add_argument("--manifest", required=True, help="CSV (fileid,path,num_samples), fairseq TSV or JSONL")
-    parser.add_argument("--output", required=True, help="output directory")
-    parser.add_argument("--layer", required=True, type=int, help="transformer layer, 1-based")
+    parser.add_argument("--output", required=True, help="the output directory")
+    parser.add_argument("--layer", required=True, type=int, help="the transformer layer, 1-based")
     parser.add_argument("--units", action="store_true", help="write codebook units (argmax) instead of features")
     parser.add_argument(
         "--after-residual", action="store_true", help="layer outputs instead of feed-forward outputs (features only)"
     )
-    parser.add_argument("--on-error", choices=["continue", "stop"], default="continue", help="on a bad audio file")
-    parser.add_argument("--no-normalize", action="store_true", help="skip per-utterance standardization")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype")
+    parser.add_argument(
+        "--on-error", choices=["continue", "stop"], default="continue", help="what a file that fails does"
+    )
+    parser.add_argument("--no-normalize", action="store_true", help="skip the per-utterance standardization")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="the compute dtype")
     parser.add_argument(
         "--attention", choices=["auto", "xla", "cudnn"], default="auto",
-        help="attention kernel: cudnn needs an NVIDIA GPU and --dtype bfloat16",
+        help="the attention kernel: cudnn needs an NVIDIA GPU and --dtype bfloat16",
     )  # fmt: skip
     parser.add_argument("--batch-seconds", type=float, default=200.0, help="audio per batch (all devices)")
     parser.add_argument("--max-batch-size", type=int, default=64, help="utterances per batch at most")
@@ -48,12 +52,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--overwrite", action="store_true", help="delete an earlier extraction in --output and start afresh"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line arguments."""
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the extraction; exit 1 on bad input, or on bad audio with --on-error stop."""
+    """Run the extraction; exit 1 on bad input, when no file could be extracted, or on a failure with --on-error stop;
+    130 on Ctrl-C.
+    """
     args = parse_args(argv)
     with exit_on_user_error():  # a malformed launcher variable
         processes = join_processes()  # before anything touches a device
@@ -71,14 +82,22 @@ def main(argv: list[str] | None = None) -> None:
             max_batch_size=args.max_batch_size,
             max_shapes=args.max_shapes,
         ),
-        progress=not args.quiet and processes.count == 1,  # several progress bars would interleave
+        progress=not args.quiet and processes.count == 1,  # several progress displays would interleave
         overwrite=args.overwrite,
+        step=args.step,
     )
-    with exit_on_user_error():
-        summary = run_extraction(Path(args.checkpoint), Path(args.manifest), Path(args.output), options, processes)
+    try:
+        with exit_on_user_error():
+            summary = run_extraction(Path(args.checkpoint), Path(args.manifest), Path(args.output), options, processes)
+    except KeyboardInterrupt:
+        log(processes, f"interrupted: what was written in {args.output} is complete and kept; the same command resumes")
+        sys.exit(130)
     log(processes, summary.describe())
     if summary.merged:
         log(processes, f"{summary.merged} units records of the processes' shards merged into {args.output}/units.jsonl")
+    if summary.total_failed and not summary.total_written:
+        log(processes, f"no file could be extracted: {summary.total_failed} failed")
+        sys.exit(1)
     if summary.failed and options.stop_on_error:
         sys.exit(1)
 
