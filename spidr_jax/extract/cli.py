@@ -62,8 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the extraction; exit 1 on bad input, when no file could be extracted, or on a failure with --on-error stop;
-    130 on Ctrl-C.
+    """Run the extraction.
+
+    Exit code 1 on bad input, when no file could be extracted, or on a failure with --on-error stop; 130 on Ctrl-C.
     """
     args = parse_args(argv)
     with exit_on_user_error():  # a malformed launcher variable
