@@ -33,9 +33,7 @@ def test_cli_round_trip_is_bit_exact_and_loads_strict(tmp_path, model_type):
     pt = save_release(model, cfg, tmp_path / "release", model_type)
     result = run_cli("torch_to_orbax.py", "--model", model_type, str(pt), str(tmp_path / "orbax"))
     assert result.returncode == 0, result.stderr
-    result = run_cli(
-        "orbax_to_torch.py", str(tmp_path / "orbax"), str(tmp_path / "back" / "model.pt"), "--config-json"
-    )
+    result = run_cli("orbax_to_torch.py", str(tmp_path / "orbax"), str(tmp_path / "back" / "model.pt"), "--config-json")
     assert result.returncode == 0, result.stderr
 
     original = model.state_dict()

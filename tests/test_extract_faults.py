@@ -13,7 +13,7 @@ import pytest
 
 from spidr_jax.config import Config, RunConfig
 from spidr_jax.config.loading import config_to_json
-from spidr_jax.extract.output import UnitsWriter
+from spidr_jax.extract.units_file import UnitsWriter
 from spidr_jax.models import build_model
 from spidr_jax.storage.atomic import WriteError
 from spidr_jax.train.checkpoints import RunCheckpoints

@@ -20,6 +20,7 @@ from spidr_jax.errors import exit_on_user_error
 from spidr_jax.extract.inference import Batching
 from spidr_jax.extract.processes import join_processes
 from spidr_jax.extract.run import ExtractionOptions, log, run_extraction
+from spidr_jax.extract.unit_formats import UNIT_FORMATS
 from spidr_jax.runtime import enable_compilation_cache
 
 
@@ -34,6 +35,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="the output directory")
     parser.add_argument("--layer", required=True, type=int, help="the transformer layer, 1-based")
     parser.add_argument("--units", action="store_true", help="write codebook units (argmax) instead of features")
+    parser.add_argument(
+        "--units-format",
+        choices=UNIT_FORMATS,
+        default="jsonl",
+        help="units: also write the layout of fairseq (km), GSLM/textlesslib (gslm) or SlamKit (slamkit)",
+    )
+    parser.add_argument(
+        "--dedup", action="store_true", help="units: collapse repeated units and record their durations in frames"
+    )
+    parser.add_argument(
+        "--layout", choices=["flat", "tree"], default="flat",
+        help="features: OUT/<fileid>.npy, or the audio's folders below their common root (ZeroSpeech tools)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--format", dest="feature_format", choices=["npy", "pt"], default="npy",
+        help="features: .npy float32 (frames, dim), or .pt (torch tensors, what fastabx reads; needs torch)",
+    )  # fmt: skip
     parser.add_argument(
         "--after-residual", action="store_true", help="layer outputs instead of feed-forward outputs (features only)"
     )
@@ -57,8 +75,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Command-line arguments."""
-    return build_parser().parse_args(argv)
+    """Command-line arguments (options of units and of features are not mixed)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    units_only = [flag for flag, given in (("--units-format", args.units_format != "jsonl"), ("--dedup", args.dedup))
+                  if given]  # fmt: skip
+    features_only = [
+        flag
+        for flag, given in (
+            ("--layout", args.layout != "flat"),
+            ("--format", args.feature_format != "npy"),
+            ("--after-residual", args.after_residual),
+        )
+        if given
+    ]
+    if units_only and not args.units:
+        parser.error(f"{', '.join(units_only)} apply to units: add --units")
+    if features_only and args.units:
+        parser.error(f"{', '.join(features_only)} apply to features, not to --units")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,6 +121,10 @@ def main(argv: list[str] | None = None) -> None:
         progress=not args.quiet and processes.count == 1,  # several progress displays would interleave
         overwrite=args.overwrite,
         step=args.step,
+        units_format=args.units_format,
+        dedup=args.dedup,
+        layout=args.layout,
+        feature_format=args.feature_format,
     )
     try:
         with exit_on_user_error():
@@ -94,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
         log(processes, f"interrupted: what was written in {args.output} is complete and kept; the same command resumes")
         sys.exit(130)
     log(processes, summary.describe())
+    for path in summary.rendered:
+        log(processes, f"wrote {path}")
     if summary.merged:
         log(processes, f"{summary.merged} units records of the processes' shards merged into {args.output}/units.jsonl")
     if summary.total_failed and not summary.total_written:

@@ -18,17 +18,12 @@ import numpy as np
 
 from spidr_jax.data.manifest import ManifestError, ManifestRow, read_manifest
 from spidr_jax.errors import UserError
+from spidr_jax.extract.features_file import FeatureWriter, tree_names
 from spidr_jax.extract.inference import Batching, model_outputs, plan
-from spidr_jax.extract.output import (
-    ExtractionError,
-    FeatureWriter,
-    UnitsWriter,
-    deduplicate_units,
-    merge_shards,
-    order_units,
-)
 from spidr_jax.extract.processes import Processes, split_rows
-from spidr_jax.extract.settings import ExtractionSettings, check_output_location, prepare_output
+from spidr_jax.extract.settings import ExtractionError, ExtractionSettings, check_output_location, prepare_output
+from spidr_jax.extract.unit_formats import render
+from spidr_jax.extract.units_file import UnitsWriter, deduplicate_units, merge_shards, order_units
 from spidr_jax.models import DinoSR
 from spidr_jax.models.attention_kernel import attention_kernel
 from spidr_jax.models.layer_outputs import check_layer, features_at, units_at
@@ -53,6 +48,10 @@ class ExtractionOptions:
     progress: bool = True
     overwrite: bool = False  # delete an earlier extraction's outputs (other settings allowed)
     step: int | None = None  # a training workdir's checkpoint (default: its newest intact one)
+    units_format: str = "jsonl"  # and the files of `unit_formats` rendered from units.jsonl at the end
+    dedup: bool = False  # units: runs of one unit collapsed, with their durations
+    layout: str = "flat"  # features: OUT/<fileid>.npy, or "tree": the audio's folders below their common root
+    feature_format: str = "npy"  # or "pt" (torch.save, what fastabx reads)
 
 
 @dataclass
@@ -66,6 +65,7 @@ class ExtractionSummary:
     elapsed: float = 0.0
     padding: float = 0.0
     merged: int = 0  # units records folded from process shards into units.jsonl
+    rendered: list[Path] = field(default_factory=list)  # the files of --units-format
     total_written: int = 0  # over all processes
     total_failed: int = 0
 
@@ -117,6 +117,10 @@ def settings_of(
         after_residual=not options.before_residual and not options.units,
         normalize=options.batching.normalize,
         dtype=options.dtype,
+        units_format=options.units_format if options.units else "jsonl",
+        dedup=options.dedup and options.units,
+        layout=options.layout if not options.units else "flat",
+        feature_format=options.feature_format if not options.units else "npy",
     )
 
 
@@ -175,7 +179,8 @@ def run_extraction(
         failure: UserError | None = None
         try:
             share = [rows[i] for i in split_rows(rows, processes.count)[processes.index]]
-            extract_share(model, share, output, options=options, processes=processes, summary=summary)
+            names = tree_names(rows) if options.layout == "tree" else None  # of the whole manifest: one root
+            extract_share(model, share, output, options=options, processes=processes, summary=summary, names=names)
         except UserError as error:  # every process still reaches the barrier below
             failure = error
         if processes.count > 1:
@@ -185,6 +190,9 @@ def run_extraction(
         if options.units and processes.is_first and failure is None:
             summary.merged = merge_shards(output)
             order_units(output, [row.fileid for row in rows])  # the manifest's order, whatever the processes did
+            paths = {row.fileid: row.location for row in rows}
+            num_units = model.config.codebook_size
+            summary.rendered = render(output, options.units_format, num_units=num_units, paths=paths)
     finally:
         if lock is not None:
             lock.release()
@@ -204,11 +212,13 @@ def extract_share(
     options: ExtractionOptions,
     processes: Processes,
     summary: ExtractionSummary,
+    names: dict[str, str] | None = None,
 ) -> None:
-    """Extract the rows not written yet into `output`, counting into `summary`."""
-    writer: UnitsWriter | FeatureWriter = (
-        UnitsWriter(output, processes.index, processes.count) if options.units else FeatureWriter(output)
-    )
+    """Extract the rows not written yet into `output`, counting into `summary` (`names`: the features' files)."""
+    if options.units:
+        writer: UnitsWriter | FeatureWriter = UnitsWriter(output, processes.index, processes.count, dedup=options.dedup)
+    else:
+        writer = FeatureWriter(output, names=names, feature_format=options.feature_format)
     todo = [row for row in rows if not writer.is_done(row.fileid)]
     summary.skipped = len(rows) - len(todo)
     # An empty file (or a manifest saying so) has no frames: a failure of that file, not of the run.

@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
-from spidr_jax.extract.output import SHARD_PATTERN, TEMPORARY_PATTERN, UNITS_FILE, ExtractionError
+from spidr_jax.errors import UserError
+from spidr_jax.extract.unit_formats import FORMAT_FILES
+from spidr_jax.extract.units_file import SHARD_PATTERN, UNITS_FILE
 from spidr_jax.storage.atomic import WriteError, make_directory, write_json
 
 SETTINGS_FILE = "extraction.json"
+TEMPORARY_PATTERN = re.compile(r"\..+\.(npy|pt|json|jsonl|km|txt)\.[A-Za-z0-9_]+\.tmp")  # by write_atomically
+TOP_FILES = {SETTINGS_FILE, UNITS_FILE, *(name for names in FORMAT_FILES.values() for name in names)}
 FORMAT = "spidr_jax.extraction/1"
+
+
+class ExtractionError(UserError, ValueError):
+    """Bad extraction request or unusable output; the message names the file or setting."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,12 @@ class ExtractionSettings:
     after_residual: bool
     normalize: bool
     dtype: str
+    # Added after the first format: an extraction.json without them was written with these values.
+    units_format: str = "jsonl"
+    dedup: bool = False
+    kmeans: str = ""  # units from this km.npz (its resolved path) rather than the codebook
+    layout: str = "flat"
+    feature_format: str = "npy"
 
     def describe_checkpoint(self) -> str:
         """E.g. `runs/x (training workdir, step 5000)`."""
@@ -52,12 +67,12 @@ def read_settings(output: Path) -> dict | None:
 
 
 def differences(recorded: dict, settings: ExtractionSettings) -> list[str]:
-    """`name: X there, Y now` for every setting that differs."""
+    """`name: X there, Y now` for every setting that differs (a setting not recorded had its default)."""
     now = asdict(settings)
+    defaults = {field.name: field.default for field in fields(ExtractionSettings) if field.default is not MISSING}
+    then = defaults | recorded
     return [
-        f"{name}: {recorded.get(name)!r} there, {value!r} now"
-        for name, value in now.items()
-        if recorded.get(name) != value
+        f"{name}: {then.get(name)!r} there, {value!r} now" for name, value in now.items() if then.get(name) != value
     ]
 
 
@@ -85,8 +100,8 @@ def earlier_outputs(output: Path, *, temporaries_only: bool = False) -> list[Pat
             ours = bool(TEMPORARY_PATTERN.fullmatch(name))
             if not temporaries_only:
                 top = len(relative.parts) == 1
-                ours = ours or name.endswith(".npy")
-                ours = ours or (top and (name in (SETTINGS_FILE, UNITS_FILE) or bool(SHARD_PATTERN.fullmatch(name))))
+                ours = ours or name.endswith((".npy", ".pt"))
+                ours = ours or (top and (name in TOP_FILES or bool(SHARD_PATTERN.fullmatch(name))))
             if ours:
                 found.append(output / relative)
     return found

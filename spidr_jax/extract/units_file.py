@@ -1,16 +1,15 @@
-"""What extraction writes: one `.npy` per file, or units as JSON lines, always complete or absent.
+"""Units as JSON lines, always complete: `units.jsonl`, or one shard per process merged into it at the end.
 
-Features are written to a temporary name and renamed. Units are appended to `units.jsonl` by a single process,
-or by each process to its own shard `units-<k>-of-<n>.jsonl`, which process 0 folds into `units.jsonl` at the
-end. Only newline-terminated lines count as written: a cut last line is removed before appending again.
-Created files get the permissions the umask gives (temporary files start private and are opened up), and a
-failed write (disk full, read-only directory) raises `WriteError` naming the path (`spidr_jax.storage.atomic`).
+A single process appends to `units.jsonl`; with several, each appends to its shard `units-<k>-of-<n>.jsonl`,
+which process 0 folds into `units.jsonl` at the end, then puts in the manifest's order. Only newline-terminated
+lines count as written: a cut last line is removed before appending again, and a fileid recorded twice (two
+extractions into one output, before the lock) is cut back to its first record. A failed write (disk full,
+read-only directory) raises `WriteError` naming the path (`spidr_jax.storage.atomic`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
@@ -20,16 +19,10 @@ from typing import IO
 
 import numpy as np
 
-from spidr_jax.errors import UserError
-from spidr_jax.storage.atomic import make_directory, write_atomically, write_failure
+from spidr_jax.storage.atomic import write_atomically, write_failure
 
 UNITS_FILE = "units.jsonl"
 SHARD_PATTERN = re.compile(r"units-\d{5}-of-\d{5}\.jsonl")
-TEMPORARY_PATTERN = re.compile(r"\..+\.(npy|json)\.[A-Za-z0-9_]+\.tmp")  # what write_atomically leaves if killed
-
-
-class ExtractionError(UserError, ValueError):
-    """Bad extraction request or unusable output; the message names the file or setting."""
 
 
 def shard_name(index: int, count: int) -> str:
@@ -78,8 +71,9 @@ def done_units(output: Path) -> set[str]:
 class UnitsWriter:
     """Appends one JSON line per file to this process's units file, truncating a cut last line first."""
 
-    def __init__(self, output: Path, index: int = 0, count: int = 1) -> None:
+    def __init__(self, output: Path, index: int = 0, count: int = 1, *, dedup: bool = False) -> None:
         self.path = output / shard_name(index, count)
+        self.dedup = dedup
         self.done = done_units(output)
         try:
             if self.path.exists():
@@ -96,8 +90,12 @@ class UnitsWriter:
         return fileid in self.done
 
     def write(self, fileid: str, values: np.ndarray) -> None:
-        """Write one file's units."""
-        self.write_record({"fileid": fileid, "units": values.tolist()})
+        """Write one file's units (deduplicated, with their durations, if asked)."""
+        if self.dedup:
+            units, durations = deduplicate(values)
+            self.write_record({"fileid": fileid, "units": units.tolist(), "durations": durations.tolist()})
+        else:
+            self.write_record({"fileid": fileid, "units": values.tolist()})
 
     def write_record(self, record: dict) -> None:
         """Append one JSON line."""
@@ -215,34 +213,10 @@ def order_units(output: Path, fileids: list[str]) -> bool:
     return True
 
 
-class FeatureWriter:
-    """One .npy per file, written to a temporary name and renamed, so a file that exists is complete."""
-
-    def __init__(self, output: Path) -> None:
-        self.output = output
-        self.root = output.resolve()
-
-    def path(self, fileid: str) -> Path:
-        """Where a file's features go (fileids with '/' become subfolders)."""
-        target = (self.output / f"{fileid}.npy").resolve()
-        if self.root not in target.parents:
-            raise ExtractionError(f"fileid {fileid!r} points outside the output directory")
-        return target
-
-    def is_done(self, fileid: str) -> bool:
-        """Whether this file was written by an earlier run."""
-        return self.path(fileid).exists()
-
-    def write(self, fileid: str, values: np.ndarray) -> None:
-        """Write one file's features atomically."""
-        target = self.path(fileid)
-        make_directory(target.parent)
-        buffer = io.BytesIO()  # np.save's direct writes to a file report a full disk without its reason
-        np.save(buffer, values.astype(np.float32))
-        write_atomically(target, lambda file: file.write(buffer.getbuffer()))
-
-    def flush(self) -> None:
-        """Nothing buffered."""
-
-    def close(self) -> None:
-        """Nothing to close."""
+def deduplicate(units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(units without consecutive repeats, how many frames each lasted)."""
+    units = np.asarray(units).reshape(-1)
+    if units.size == 0:
+        return units, np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], units[1:] != units[:-1]]))
+    return units[starts], np.diff(np.concatenate([starts, [units.size]]))
