@@ -14,7 +14,8 @@ import pytest
 
 from spidr_jax.config.model import DinoSRConfig
 from spidr_jax.data.load_batch import FramesOf
-from spidr_jax.evaluate.mfcc import MFCC_DIM, compute_deltas, kaldi_mfcc, mfcc_features, num_mfcc_frames
+from spidr_jax.data.manifest import ManifestRow
+from spidr_jax.evaluate.mfcc import MFCC_DIM, compute_deltas, kaldi_mfcc, mfcc_batches, mfcc_features, num_mfcc_frames
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -140,3 +141,19 @@ def test_input_checks():
     long = noisy_tone(16_000 * 45)  # more frames than one chunk (4096): the chunks join seamlessly
     around_the_joint = long[160 * 4090 : 160 * 4099 + 400]  # 100 Hz frames 4090..4099
     np.testing.assert_allclose(kaldi_mfcc(long)[4090:4100], kaldi_mfcc(around_the_joint), rtol=1e-12, atol=1e-9)
+
+
+def test_batches_for_kmeans(tmp_path):
+    import soundfile as sf
+
+    rows = []
+    for i, (n, rate) in enumerate([(8_000, 16_000), (300, 16_000), (22_050, 22_050), (16_000, 16_000)]):
+        sf.write(tmp_path / f"{i}.wav", noisy_tone(n, seed=i), rate, subtype="FLOAT")
+        rows.append(ManifestRow(fileid=str(i), path=str(tmp_path / f"{i}.wav"), num_samples=n))
+    source = mfcc_batches(rows, files_per_batch=3)
+    batches = list(source(0, 0))
+    # The 300-sample file has no frame; the 22.05 kHz second is 16,000 samples once resampled.
+    assert [len(b) for b in batches] == [num_mfcc_frames(8_000) + num_mfcc_frames(16_000), num_mfcc_frames(16_000)]
+    np.testing.assert_array_equal(batches[1], mfcc_features(noisy_tone(16_000, seed=3)))
+    (resumed,) = source(1, 1)  # from batch 1 on: the last one
+    np.testing.assert_array_equal(resumed, batches[1])

@@ -14,7 +14,7 @@ from spidr_jax.evaluate.kmeans_state import KMeansStateError
 from spidr_jax.evaluate.streaming_kmeans import ProcessGroup, fit_streaming_kmeans
 
 
-def utterances(seed=0, count=80, frames=250, dim=16, clusters=60, speakers=8):
+def utterances(seed=0, *, count=80, frames=250, dim=16, clusters=60, speakers=8):
     """Speech-like features: runs of frames around cluster centres, shifted per speaker (so batches correlate)."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(clusters, dim))
@@ -197,9 +197,9 @@ def test_source_checks():
     with pytest.raises(ValueError, match="dimensions 4 and 5"):
         fit_streaming_kmeans(wrong_dim, 2)
     with pytest.raises(ValueError, match="fewer than k = 80"):
-        fit_streaming_kmeans(lambda epoch, start: iter([np.ones((50, 3), np.float32)][start:]), 80)
+        fit_streaming_kmeans(lambda _epoch, start: iter([np.ones((50, 3), np.float32)][start:]), 80)
     with pytest.raises(ValueError, match="NaN"):
-        fit_streaming_kmeans(lambda epoch, start: iter([np.full((50, 3), np.nan, np.float32)][start:]), 2)
+        fit_streaming_kmeans(lambda _epoch, start: iter([np.full((50, 3), np.nan, np.float32)][start:]), 2)
 
 
 def test_kmeans_file_round_trip_and_refusals(tmp_path):

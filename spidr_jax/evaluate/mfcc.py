@@ -25,10 +25,14 @@ once per length.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["MFCC_DIM", "compute_deltas", "kaldi_mfcc", "mfcc_features", "num_mfcc_frames"]
+from spidr_jax.data.audio import read_audio
+from spidr_jax.data.manifest import ManifestRow
+
+__all__ = ["MFCC_DIM", "compute_deltas", "kaldi_mfcc", "mfcc_batches", "mfcc_features", "num_mfcc_frames"]
 
 SAMPLE_RATE = 16_000
 FRAME_LENGTH = 400  # 25 ms
@@ -137,3 +141,24 @@ def mfcc_features(waveform: np.ndarray) -> np.ndarray:
     deltas = compute_deltas(mfcc)
     features = np.concatenate([mfcc, deltas, compute_deltas(deltas)], axis=1)
     return features[::SUBSAMPLING].astype(np.float32)
+
+
+def mfcc_batches(
+    rows: Sequence[ManifestRow], *, files_per_batch: int = 32
+) -> Callable[[int, int], Iterator[np.ndarray]]:
+    """A feature source for `spidr_jax.evaluate.streaming_kmeans`: the MFCC features of ``rows``.
+
+    ``source(epoch, start)`` yields batch ``start`` onwards, each the features of ``files_per_batch`` consecutive
+    rows stacked, in manifest order every epoch. Audio at any rate or channel count is resampled to 16 kHz mono;
+    files shorter than one frame add nothing.
+    """
+    if files_per_batch < 1:
+        raise ValueError(f"files_per_batch must be positive, got {files_per_batch}")
+
+    def source(epoch: int, start: int) -> Iterator[np.ndarray]:
+        del epoch  # the same order every epoch
+        for first in range(start * files_per_batch, len(rows), files_per_batch):
+            group = rows[first : first + files_per_batch]
+            yield np.concatenate([mfcc_features(read_audio(row, resample=True)) for row in group])
+
+    return source

@@ -200,9 +200,8 @@ class _Fit:
         seeds = kmeans_plusplus(sample, k, seed=int(self.settings["seed"]), sample_size=len(sample),
                                 local_trials=2 + int(np.log(k)))  # fmt: skip
         # Lloyd to convergence on the sample, in memory: cheap, and passes over the corpus then only polish.
-        state.centroids = fit_kmeans(
-            sample, k, init=seeds, iters=int(self.settings["sample_iters"]), tol=1e-6
-        ).centroids
+        iters = int(self.settings["sample_iters"])
+        state.centroids = fit_kmeans(sample, k, init=seeds, iters=iters, tol=1e-6).centroids if iters else seeds
         state.seen = np.zeros(k, np.float64)
         state.phase, state.step, state.sample, state.sample_keys = FIT, 0, None, None
         self.settings = state.settings = self.settings | {"dim": sample.shape[1], "init_sample_drawn": len(sample)}
@@ -216,8 +215,14 @@ class _Fit:
             raise ValueError(f"feature batches of dimensions {state.sample.shape[1]} and {batch.shape[1]}")
         rng = np.random.default_rng([int(self.settings["seed"]), SAMPLE_STREAM, self.group.index, state.step])
         keys, frames = rng.random(len(batch)), batch
+        if state.sample is not None and len(state.sample) == share:
+            # Only frames with a key below the largest kept one can enter: no copy of the sample for the others.
+            entering = keys < state.sample_keys.max()
+            if not entering.any():
+                return
+            keys, frames = keys[entering], batch[entering]
         if state.sample is not None:
-            keys, frames = np.concatenate([state.sample_keys, keys]), np.concatenate([state.sample, batch])
+            keys, frames = np.concatenate([state.sample_keys, keys]), np.concatenate([state.sample, frames])
         keep = np.sort(np.argsort(keys, kind="stable")[:share])
         state.sample_keys, state.sample = keys[keep], frames[keep]
 
@@ -307,7 +312,7 @@ def fit_streaming_kmeans(
     :param epochs: passes over the corpus.
     :param minibatch_epochs: how many of them (the first) update after every batch; the others are Lloyd steps.
     :param init_sample: frames of the initial sample over all processes (default ``64 * k``).
-    :param sample_iters: most Lloyd iterations on the initial sample, after k-means++.
+    :param sample_iters: most Lloyd iterations on the initial sample after k-means++ (0: k-means++ alone).
     :param init_source: ``init_source(start)`` yields the batches the sample is drawn from, from batch ``start`` on;
         default: the first epoch's. A caller can pass a cheaper stream (a random subset of the corpus).
     :param init: initial (k, dim) centroids instead of the sample and k-means++.
@@ -320,8 +325,8 @@ def fit_streaming_kmeans(
     group = group or ProcessGroup()
     if epochs < 1 or not 0 <= minibatch_epochs <= epochs:
         raise ValueError(f"need epochs >= 1 and 0 <= minibatch_epochs <= epochs, got {epochs} and {minibatch_epochs}")
-    if min(k, save_every, chunk_size, sample_iters) < 1:
-        raise ValueError(f"k ({k}), save_every, chunk_size and sample_iters must be positive")
+    if min(k, save_every, chunk_size) < 1 or sample_iters < 0:
+        raise ValueError(f"k ({k}), save_every and chunk_size must be positive, sample_iters >= 0")
     settings: dict = {
         "k": k,
         "seed": seed,
