@@ -11,7 +11,7 @@ from spidr_jax.data.manifest import ManifestRow
 from spidr_jax.data.subset import sample_hours
 from spidr_jax.evaluate.kmeans_file import KMeansFile, KMeansFileError, read_kmeans_file, write_kmeans_file
 from spidr_jax.evaluate.kmeans_state import KMeansStateError
-from spidr_jax.evaluate.streaming_kmeans import ProcessGroup, fit_streaming_kmeans
+from spidr_jax.evaluate.streaming_kmeans import ProcessGroup, fit_streaming_kmeans, jax_process_group
 
 
 def utterances(seed=0, *, count=80, frames=250, dim=16, clusters=60, speakers=8):
@@ -73,6 +73,10 @@ def test_seeded_and_deterministic(corpus):
     other = fit_streaming_kmeans(source, 8, seed=4, epochs=2)
     np.testing.assert_array_equal(first.centroids, again.centroids)
     assert first.inertia == again.inertia
+    group = jax_process_group()  # one JAX process here: the identity
+    assert (group.index, group.count) == (0, 1)
+    with_group = fit_streaming_kmeans(source, 8, seed=3, epochs=2, group=group)
+    np.testing.assert_array_equal(with_group.centroids, first.centroids)
     assert not np.array_equal(first.centroids, other.centroids)
 
 
