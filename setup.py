@@ -24,11 +24,12 @@ setup(
         "soundfile>=0.12",
         "tensorboardX>=2.6",
         "ml-collections>=1.1",
+        "soxr>=0.5",
     ],
     extras_require={
         "torch": ["torch>=2.8"],
         "abx": ["fastabx; python_version >= '3.12'"],
         "plot": ["matplotlib"],
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch>=2.8", "matplotlib"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch>=2.8", "matplotlib", "scikit-learn>=1.4"],
     },
 )

@@ -70,6 +70,9 @@ class DataConfig:
     # the run stops when more than this fraction of the rows it loaded failed.
     max_bad_fraction: float = 0.01
     verify_audio: bool = False  # not in the reference: decode every file during the scan, not only headers
+    # Not in the reference: audio at other sample rates or with several channels is averaged to mono and resampled
+    # to 16 kHz with soxr as it is loaded (without it, such files are left out as unusable).
+    resample: bool = False
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,10 @@ Audio is decoded with soundfile (libsndfile: wav, flac, ogg, ...). Integer PCM i
 
 Members of uncompressed tar archives are decoded in place: each archive is memory-mapped once per process
 and soundfile reads the member's byte range through a small seekable view, without copying the archive.
+
+The model reads 16 kHz mono. Other audio is refused unless the caller opts in with ``resample=True``: channels
+are then averaged to mono and the result resampled to 16 kHz with soxr (high quality); 16 kHz mono audio is
+returned untouched either way. `resampled_length` gives the 16 kHz length soxr produces, from the header alone.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 from spidr_jax.data.manifest import ManifestRow
 from spidr_jax.errors import UserError
@@ -31,7 +36,7 @@ _DECODE_ERRORS = (sf.SoundFileError, RuntimeError, OSError, TypeError)
 
 
 class AudioError(UserError, ValueError):
-    """Audio that cannot be used: unreadable, not 16 kHz, not mono, empty, or with NaN/inf samples.
+    """Audio that cannot be used: unreadable, not 16 kHz mono (without resampling), empty, or with NaN/inf samples.
 
     The message is ``"PATH: reason"``.
     """
@@ -170,33 +175,67 @@ def audio_info(row_or_path: ManifestRow | str | Path) -> AudioInfo:
         return AudioInfo(num_samples=file.frames, sample_rate=file.samplerate, channels=file.channels)
 
 
-def _decode(source: _MemberReader | str, location: str) -> np.ndarray:
+def resampled_length(num_samples: int, sample_rate: int) -> int:
+    """Samples of ``num_samples`` at ``sample_rate`` once resampled to 16 kHz, exactly as soxr outputs them.
+
+    soxr's one-shot resampling returns ``num_samples * 16000 / sample_rate`` samples rounded half up; computed
+    here in integers, so it is exact for any length.
+    """
+    if sample_rate <= 0:
+        raise ValueError(f"the sample rate must be positive, got {sample_rate}")
+    if sample_rate == SAMPLE_RATE:
+        return num_samples
+    return (2 * num_samples * SAMPLE_RATE + sample_rate) // (2 * sample_rate)
+
+
+def to_model_rate(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``(samples,)`` or ``(samples, channels)`` float32 audio as 16 kHz mono: channels averaged, then soxr "HQ".
+
+    16 kHz mono input is returned as it is (the same array, no copy).
+    """
+    mono = samples if samples.ndim == 1 else samples.mean(axis=1, dtype=np.float32)
+    if sample_rate == SAMPLE_RATE:
+        return mono
+    return soxr.resample(np.ascontiguousarray(mono, dtype=np.float32), sample_rate, SAMPLE_RATE, quality="HQ")
+
+
+def _decode(source: _MemberReader | str, location: str, *, resample: bool = False) -> np.ndarray:
     with _open(source, location) as file:
-        if file.samplerate != SAMPLE_RATE:
+        if not resample and file.samplerate != SAMPLE_RATE:
             raise AudioError(location, f"sample rate is {file.samplerate} Hz, expected {SAMPLE_RATE} Hz")
-        if file.channels != 1:
+        if not resample and file.channels != 1:
             raise AudioError(location, f"{file.channels} channels, expected mono")
         try:
             waveform = file.read(dtype="float32", always_2d=False)
         except _DECODE_ERRORS as error:
             raise AudioError(location, f"cannot decode: {_reason(error)}") from error
+        sample_rate = file.samplerate
     if waveform.size == 0:
         raise AudioError(location, "no samples")
     non_finite = waveform.size - int(np.count_nonzero(np.isfinite(waveform)))
     if non_finite:  # a float file with NaN or inf: a model fed with them computes NaN for the whole batch
         raise AudioError(location, f"non-finite samples ({non_finite} NaN or infinite)")
+    if not resample:
+        return waveform
+    waveform = to_model_rate(waveform, sample_rate)
+    if waveform.size == 0:
+        raise AudioError(location, f"no samples once resampled from {sample_rate} Hz to {SAMPLE_RATE} Hz")
     return waveform
 
 
-def read_audio(row: ManifestRow) -> np.ndarray:
-    """The float32 mono waveform, shape ``(samples,)``, of a manifest row (file or archive member)."""
+def read_audio(row: ManifestRow, *, resample: bool = False) -> np.ndarray:
+    """The float32 mono waveform, shape ``(samples,)``, of a manifest row (file or archive member).
+
+    With ``resample=True`` audio at any rate and channel count is converted to 16 kHz mono (`to_model_rate`);
+    without it, anything but 16 kHz mono raises `AudioError`.
+    """
     source, location = _source(row)
-    return _decode(source, location)
+    return _decode(source, location, resample=resample)
 
 
-def read_audio_file(path: str | Path) -> np.ndarray:
-    """The float32 mono waveform, shape ``(samples,)``, of an audio file."""
-    return _decode(str(path), str(path))
+def read_audio_file(path: str | Path, *, resample: bool = False) -> np.ndarray:
+    """The float32 mono waveform, shape ``(samples,)``, of an audio file (``resample`` as in `read_audio`)."""
+    return _decode(str(path), str(path), resample=resample)
 
 
 def normalize(waveform: np.ndarray) -> np.ndarray:

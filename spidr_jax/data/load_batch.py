@@ -87,9 +87,11 @@ class LoadBatch:
         pad: bool,
         process_index: int,
         process_count: int,
+        resample: bool = False,
     ) -> None:
         self.rows = rows
         self.pad = pad
+        self.resample = resample  # rows' lengths are then at 16 kHz (the scan's), their files at any rate
         self.frames_of = frames_of
         self.plan = plan
         self.masks = MaskGenerator(masking_cfg)
@@ -158,7 +160,7 @@ class LoadBatch:
 
     def _crop(self, row: ManifestRow, planned: PlannedBatch, slot: int, length: int) -> np.ndarray:
         """A row decoded, normalized over the whole utterance, and cropped to ``length`` samples."""
-        waveform = read_audio(row)
+        waveform = read_audio(row, resample=self.resample)
         if self.normalize:
             waveform = normalize(waveform)
         room = len(waveform) - length

@@ -43,7 +43,7 @@ from spidr_jax.data.batch_plan import EpochPlan, SinglePassPlan
 from spidr_jax.data.buckets import BucketStats, plan_buckets
 from spidr_jax.data.load_batch import Batch, FramesOf, LoadBatch, RowTable
 from spidr_jax.data.manifest import ManifestError, read_manifest
-from spidr_jax.data.scan import MinimumLength, ScanResult, scan_manifest
+from spidr_jax.data.scan import NOT_MONO, SAMPLE_RATE_MISMATCH, MinimumLength, ScanResult, scan_manifest
 from spidr_jax.data.worker_exit import ExitWithTrainer
 
 # Tags of the random streams drawn from the data seed (the plan uses 0, load_batch's replacements 5).
@@ -141,12 +141,15 @@ class TrainingData:
             read_manifest(data_cfg.manifest),
             min_sample_size=min_sample_size,
             decode=data_cfg.verify_audio,
+            resample=data_cfg.resample,
             progress=progress,
         )
         if not self.scan.rows:
             kinds = [f"{count} {kind}" for kind, count in sorted(self.scan.counts.items())]
             kinds.append(f"{self.scan.num_too_short} shorter than {self.min_samples.describe()}")
-            raise ManifestError(data_cfg.manifest, f"no usable rows ({', '.join(kinds)})")
+            convertible = {SAMPLE_RATE_MISMATCH, NOT_MONO} & set(self.scan.counts)
+            hint = "; data.resample=true converts them" if convertible else ""
+            raise ManifestError(data_cfg.manifest, f"no usable rows ({', '.join(kinds)}){hint}")
         lengths = np.array([row.num_samples for row in self.scan.rows], dtype=np.int64)
         self.buckets: BucketStats = plan_buckets(
             lengths, data_cfg, num_data_shards=num_data_shards, num_shapes=data_cfg.num_static_shapes, multiple=stride
@@ -179,6 +182,7 @@ class TrainingData:
             normalize=data_cfg.normalize,
             rand_crop=data_cfg.rand_crop,
             pad=data_cfg.enable_padding,
+            resample=data_cfg.resample,
             process_index=process_index,
             process_count=process_count,
         )

@@ -2,17 +2,23 @@
 
 Only headers are read (no decoding) unless asked to decode every file (`data.verify_audio`), from a thread pool:
 libsndfile releases the GIL while it reads, so scanning is I/O-bound and parallelizes well on network file systems.
+
+With ``resample=True`` (`data.resample`) audio at any rate and channel count is usable: the manifest's
+``num_samples`` (at the file's own rate) is checked against the header, and the rows come back with their length
+at 16 kHz (`spidr_jax.data.audio.resampled_length`), which is what batching and the model see.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import NamedTuple, TypeVar
 
-from spidr_jax.data.audio import SAMPLE_RATE, AudioError, audio_info, read_audio
+from spidr_jax.data.audio import SAMPLE_RATE, AudioError, AudioInfo, audio_info, read_audio, resampled_length
 from spidr_jax.data.manifest import ManifestRow
 from spidr_jax.progress import track
 
@@ -77,29 +83,50 @@ def bounded_map(
         yield pending.popleft().result()
 
 
-def decode_row(row: ManifestRow) -> tuple[str, str] | None:
+Problem = tuple[str, str]  # (kind, reason)
+
+
+def decode_row(row: ManifestRow, *, resample: bool = False) -> Problem | None:
     """As `check_row`, then decode the whole file: corrupt data behind a valid header is a problem too."""
-    problem = check_row(row)
-    if problem is not None:
-        return problem
-    try:
-        waveform = read_audio(row)
-    except AudioError as error:
-        return UNDECODABLE, error.reason
-    if len(waveform) != row.num_samples:
-        return UNDECODABLE, f"decoded {len(waveform)} samples, the header says {row.num_samples}"
-    return None
+    return _inspect(row, resample=resample, decode=True)[0]
 
 
-def check_row(row: ManifestRow) -> tuple[str, str] | None:
-    """``(kind, reason)`` of the first problem with a row's audio header, or None when it is usable."""
+def check_row(row: ManifestRow, *, resample: bool = False) -> Problem | None:
+    """``(kind, reason)`` of the first problem with a row's audio header, or None when it is usable.
+
+    Without ``resample`` only 16 kHz mono audio is usable.
+    """
+    return _inspect(row, resample=resample, decode=False)[0]
+
+
+def _inspect(row: ManifestRow, *, resample: bool, decode: bool) -> tuple[Problem | None, ManifestRow]:
+    """The first problem with a row (or None), and the row with its length at 16 kHz."""
     try:
         info = audio_info(row)
     except AudioError as error:
-        return UNREADABLE, error.reason
-    if info.sample_rate != SAMPLE_RATE:
+        return (UNREADABLE, error.reason), row
+    problem = _header_problem(row, info, resample=resample)
+    if problem is not None:
+        return problem, row
+    length = resampled_length(info.num_samples, info.sample_rate)
+    if length == 0:
+        return (EMPTY, f"no samples once resampled to {SAMPLE_RATE} Hz"), row
+    if decode:
+        try:
+            waveform = read_audio(row, resample=resample)
+        except AudioError as error:
+            return (UNDECODABLE, error.reason), row
+        if len(waveform) != length:
+            expected = f"{length} at {SAMPLE_RATE} Hz" if length != row.num_samples else str(length)
+            return (UNDECODABLE, f"decoded {len(waveform)} samples, the header says {expected}"), row
+    return None, row if length == row.num_samples else dataclasses.replace(row, num_samples=length)
+
+
+def _header_problem(row: ManifestRow, info: AudioInfo, *, resample: bool) -> Problem | None:
+    """The first problem of a header: not 16 kHz mono (unless resampling), no samples, or not the manifest's length."""
+    if not resample and info.sample_rate != SAMPLE_RATE:
         return SAMPLE_RATE_MISMATCH, f"sample rate is {info.sample_rate} Hz, expected {SAMPLE_RATE} Hz"
-    if info.channels != 1:
+    if not resample and info.channels != 1:
         return NOT_MONO, f"{info.channels} channels, expected mono"
     if info.num_samples == 0:
         return EMPTY, "no samples"
@@ -114,32 +141,42 @@ def scan_manifest(
     min_sample_size: int = 0,
     check_audio: bool = True,
     decode: bool = False,
+    resample: bool = False,
     num_threads: int = 8,
     progress: bool = True,
 ) -> ScanResult:
     """Drop rows shorter than ``min_sample_size`` and check the headers of the others.
 
     With ``check_audio=False`` only the length filter runs (no file is opened); with ``decode=True`` every file
-    is also decoded whole (slower: reads all the audio once).
+    is also decoded whole (slower: reads all the audio once). With ``resample=True`` audio at any rate and channel
+    count is usable, the returned rows carry their 16 kHz lengths, and ``min_sample_size`` applies to those (so
+    every header is read, short rows included).
     """
-    kept = [row for row in rows if row.num_samples >= min_sample_size]
+    if resample and not check_audio:
+        raise ValueError("resampling needs the headers: check_audio must be True")
+    # The lengths at 16 kHz are known once the headers are read: filter after the scan when resampling.
+    kept = rows if resample else [row for row in rows if row.num_samples >= min_sample_size]
     num_too_short = len(rows) - len(kept)
     if not check_audio:
         return ScanResult(rows=kept, problems=[], num_too_short=num_too_short, num_scanned=0)
     usable: list[ManifestRow] = []
     problems: list[tuple[str, str]] = []
     counts: collections.Counter[str] = collections.Counter()
+    inspect = partial(_inspect, resample=resample, decode=decode)
     with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-        results = bounded_map(decode_row if decode else check_row, kept, pool, window=max(1, num_threads) * 16)
+        results = bounded_map(inspect, kept, pool, window=max(1, num_threads) * 16)
         description = "Decoding audio" if decode else "Checking audio"
         checked = track(zip(kept, results, strict=True), total=len(kept), description=description, disable=not progress)
-        for row, problem in checked:
+        for row, (problem, row_at_16k) in checked:
             if problem is None:
-                usable.append(row)
+                usable.append(row_at_16k)
                 continue
             kind, reason = problem
             problems.append((row.location, reason))
             counts[kind] += 1
+    if resample:
+        num_too_short = sum(row.num_samples < min_sample_size for row in usable)
+        usable = [row for row in usable if row.num_samples >= min_sample_size]
     return ScanResult(
         rows=usable, problems=problems, counts=dict(counts), num_too_short=num_too_short, num_scanned=len(kept)
     )

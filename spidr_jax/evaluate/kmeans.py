@@ -159,14 +159,20 @@ def _minibatch_update(
     return centroids + step * (batch_means - centroids), seen, jnp.sum(d2)
 
 
-@partial(jax.jit, static_argnames=("k",))
-def _plusplus(x: jax.Array, k: int, key: jax.Array) -> jax.Array:
-    """k-means++ seeding: each new centroid is drawn with probability proportional to its squared distance."""
+@partial(jax.jit, static_argnames=("k", "local_trials"))
+def _plusplus(x: jax.Array, k: int, key: jax.Array, local_trials: int = 1) -> jax.Array:
+    """k-means++ seeding: each new centroid is drawn with probability proportional to its squared distance.
+
+    With ``local_trials > 1`` (greedy k-means++, as scikit-learn seeds), that many candidates are drawn for each
+    centroid and the one that lowers the sum of squared distances most is kept.
+    """
     x_sq = jnp.sum(x * x, axis=1)
 
     def sq_distances(c: jax.Array) -> jax.Array:
-        # Expanded form: one matrix-vector product instead of an (N, D) temporary per centroid.
-        return jnp.maximum(x_sq - 2.0 * jnp.matmul(x, c, precision=_HIGHEST) + jnp.sum(c * c), 0.0)
+        # Expanded form: one matrix product instead of an (N, D) temporary per centroid; c is (D,) or (T, D).
+        cross = jnp.matmul(x, c.T, precision=_HIGHEST)
+        c_sq = jnp.sum(c * c, axis=-1)
+        return jnp.maximum((x_sq if c.ndim == 1 else x_sq[:, None]) - 2.0 * cross + c_sq, 0.0)
 
     key, first_key = jax.random.split(key)
     first = x[jax.random.randint(first_key, (), 0, x.shape[0])]
@@ -178,25 +184,36 @@ def _plusplus(x: jax.Array, k: int, key: jax.Array) -> jax.Array:
         total = jnp.sum(min_d2)
         # With fewer distinct points than k every distance can be zero: fall back to a uniform draw.
         proba = jnp.where(total > 0, min_d2 / jnp.where(total > 0, total, 1.0), 1.0 / x.shape[0])
-        new = x[jax.random.choice(draw_key, x.shape[0], p=proba)]
-        return centroids.at[i].set(new), jnp.minimum(min_d2, sq_distances(new)), key
+        if local_trials == 1:
+            new = x[jax.random.choice(draw_key, x.shape[0], p=proba)]
+            return centroids.at[i].set(new), jnp.minimum(min_d2, sq_distances(new)), key
+        candidates = jax.random.choice(draw_key, x.shape[0], shape=(local_trials,), p=proba)
+        updated = jnp.minimum(min_d2[:, None], sq_distances(x[candidates]))
+        best = jnp.argmin(jnp.sum(updated, axis=0))
+        return centroids.at[i].set(x[candidates[best]]), updated[:, best], key
 
     return jax.lax.fori_loop(1, k, body, (centroids, sq_distances(first), key))[0]
 
 
-def kmeans_plusplus(features: np.ndarray, k: int, *, seed: int = 0, sample_size: int | None = None) -> np.ndarray:
+def kmeans_plusplus(
+    features: np.ndarray, k: int, *, seed: int = 0, sample_size: int | None = None, local_trials: int = 1
+) -> np.ndarray:
     """k-means++ initial centroids, drawn from at most ``sample_size`` random points (default: ``64 * k``).
 
     Seeding costs one pass over the sample per centroid, hence the subsample; Lloyd iterations then use all points.
+    ``local_trials`` candidates are tried for each centroid (greedy k-means++; scikit-learn uses
+    ``2 + int(log(k))``), the best kept.
     """
     x = _as_features(features)
     if not 1 <= k <= len(x):
         raise InputError(f"k must be between 1 and the number of points ({len(x)}), got {k}")
+    if local_trials < 1:
+        raise ValueError(f"local_trials must be >= 1, got {local_trials}")
     rng = np.random.default_rng(seed)
     sample_size = min(len(x), sample_size or 64 * k)
     if sample_size < len(x):
         x = x[np.sort(rng.choice(len(x), sample_size, replace=False))]
-    return np.asarray(_plusplus(jnp.asarray(x), k, jax.random.key(seed)))
+    return np.asarray(_plusplus(jnp.asarray(x), k, jax.random.key(seed), local_trials))
 
 
 def fit_kmeans(
