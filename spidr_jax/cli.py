@@ -8,14 +8,29 @@ become one line and an exit code through `spidr_jax.errors.exit_on_user_error`.
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Descriptions and epilogs kept as written; `(default: X)` after options that have one."""
+class HelpFormatter(argparse.HelpFormatter):
+    """Descriptions and epilogs as paragraphs, examples (indented lines) as written; defaults after options.
+
+    `(default: X)` follows the help of an option that has a default (not of a required option or a flag).
+    """
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for paragraph in text.strip("\n").split("\n\n"):
+            if paragraph.startswith(" "):  # command examples
+                paragraphs.append(paragraph)
+            else:
+                paragraphs.append(textwrap.fill(" ".join(paragraph.split()), width, initial_indent=indent,
+                                                subsequent_indent=indent))  # fmt: skip
+        return "\n\n".join(paragraphs)
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.required or action.default in (None, False, [], argparse.SUPPRESS) or "%(default)" in text:
+        no_default = action.default is None or action.default is False or action.default == []
+        if action.required or no_default or action.default is argparse.SUPPRESS or "%(default)" in text:
             return text
         return f"{text} (default: %(default)s)"
 

@@ -52,7 +52,10 @@ def normalized(value):
 
 
 # Fields this package adds to the reference's sections (validation sets are DataConfigs too).
-OURS_ONLY = {"num_static_shapes", "max_bad_fraction", "verify_audio", "resample", "layer_loop", "remat", "attention"}
+OURS_ONLY = {
+    "num_static_shapes", "max_bad_fraction", "verify_audio", "resample",  # data
+    "layer_loop", "remat", "attention", "strict_resume",  # run
+}  # fmt: skip
 
 
 def without_ours_only(values: dict) -> dict:

@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 from absl import flags
 
+from spidr_jax.config.checks import check_data
 from spidr_jax.config.model import DinoSRConfig
 from spidr_jax.config.run import DataConfig, MaskingConfig
 from spidr_jax.data.audio import normalize, read_audio
@@ -214,8 +215,8 @@ def test_no_usable_rows_names_the_manifest(corpus: tuple[Path, Path], tmp_path: 
     )
     with pytest.raises(ManifestError, match=r"bad\.csv: no usable rows \(1 unreadable, 1 shorter than 2000"):
         make(manifest)
-    with pytest.raises(ValueError, match=r"data.max_batch_length"):
-        make(corpus[0], max_batch_length=1_000)
+    with pytest.raises(ValueError, match=r"data.max_batch_length"):  # checked where a config is loaded
+        check_data(data_config(corpus[0], max_batch_length=1_000))
     with pytest.raises(ValueError, match="num_data_shards"):
         make(corpus[0], shards=3, process_count=2)
 

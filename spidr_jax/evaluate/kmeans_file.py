@@ -9,14 +9,13 @@ the features are), ``frames`` (int: frames of one epoch).
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from spidr_jax.errors import UserError
+from spidr_jax.storage.atomic import write_atomically
 
 __all__ = ["KMeansFile", "KMeansFileError", "read_kmeans_file", "write_kmeans_file"]
 
@@ -63,14 +62,7 @@ def write_kmeans_file(path: str | Path, model: KMeansFile) -> None:
         "checkpoint": np.str_(model.checkpoint),
         "frames": np.int64(model.frames),
     }
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            np.savez(file, **arrays)
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda file: np.savez(file, **arrays))
 
 
 def read_kmeans_file(path: str | Path, *, dim: int | None = None, layer: int | None = None) -> KMeansFile:

@@ -36,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layer", required=True, type=int, help="the transformer layer, 1-based")
     parser.add_argument("--units", action="store_true", help="write codebook units (argmax) instead of features")
     parser.add_argument(
+        "--kmeans",
+        type=Path,
+        metavar="KM.npz",
+        help="write units of the layer's features by this k-means (python -m spidr_jax.kmeans fit); implies --units",
+    )
+    parser.add_argument(
         "--units-format",
         choices=UNIT_FORMATS,
         default="jsonl",
@@ -78,6 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line arguments (options of units and of features are not mixed)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.units = args.units or args.kmeans is not None
     units_only = [flag for flag, given in (("--units-format", args.units_format != "jsonl"), ("--dedup", args.dedup))
                   if given]  # fmt: skip
     features_only = [
@@ -125,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         dedup=args.dedup,
         layout=args.layout,
         feature_format=args.feature_format,
+        kmeans=args.kmeans,
     )
     try:
         with exit_on_user_error():

@@ -212,16 +212,21 @@ def file_outputs(model: DinoSR, runner: BatchRunner, started: Started) -> Iterat
 
 
 def model_outputs(
-    model: DinoSR, rows: list[ManifestRow], output: OutputFunction, batching: Batching = DEFAULT_BATCHING
+    model: DinoSR,
+    rows: list[ManifestRow],
+    output: OutputFunction,
+    batching: Batching = DEFAULT_BATCHING,
+    batches: list[PaddedBatch] | None = None,
 ) -> Iterator[FileOutput]:
-    """One FileOutput per row (in batch order, longest first).
+    """One FileOutput per row (in batch order, longest first), or per row of `batches` (a part of `plan`'s).
 
     Decoding runs ahead in threads, and each batch is started on the devices before the previous one's outputs
     are copied back and handed out: the host's work (decoding, tracing a new shape, writing the outputs) overlaps
     the devices' computation.
     """
     runner = BatchRunner(model, output)
-    batches, _ = plan(rows, batching, runner.mesh.size)
+    if batches is None:
+        batches, _ = plan(rows, batching, runner.mesh.size)
 
     min_samples = receptive_field(model.config.extractor_conv_layer_config)
 

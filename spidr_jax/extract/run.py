@@ -18,6 +18,7 @@ import numpy as np
 
 from spidr_jax.data.manifest import ManifestError, ManifestRow, read_manifest
 from spidr_jax.errors import UserError
+from spidr_jax.evaluate.kmeans_file import KMeansFile, read_kmeans_file
 from spidr_jax.extract.features_file import FeatureWriter, tree_names
 from spidr_jax.extract.inference import Batching, model_outputs, plan
 from spidr_jax.extract.processes import Processes, split_rows
@@ -26,7 +27,7 @@ from spidr_jax.extract.unit_formats import render
 from spidr_jax.extract.units_file import UnitsWriter, deduplicate_units, merge_shards, order_units
 from spidr_jax.models import DinoSR
 from spidr_jax.models.attention_kernel import attention_kernel
-from spidr_jax.models.layer_outputs import check_layer, features_at, units_at
+from spidr_jax.models.layer_outputs import OutputFunction, check_layer, features_at, kmeans_units_at, units_at
 from spidr_jax.pretrained import is_training_workdir, model_from_tree, read_pretrained
 from spidr_jax.progress import make_progress
 from spidr_jax.storage.run_lock import RunLock
@@ -52,6 +53,7 @@ class ExtractionOptions:
     dedup: bool = False  # units: runs of one unit collapsed, with their durations
     layout: str = "flat"  # features: OUT/<fileid>.npy, or "tree": the audio's folders below their common root
     feature_format: str = "npy"  # or "pt" (torch.save, what fastabx reads)
+    kmeans: Path | None = None  # units: the nearest centroid of this km.npz rather than the codebook's argmax
 
 
 @dataclass
@@ -117,6 +119,7 @@ def settings_of(
         after_residual=not options.before_residual and not options.units,
         normalize=options.batching.normalize,
         dtype=options.dtype,
+        kmeans=str(options.kmeans.resolve()) if options.kmeans else "",
         units_format=options.units_format if options.units else "jsonl",
         dedup=options.dedup and options.units,
         layout=options.layout if not options.units else "flat",
@@ -170,7 +173,10 @@ def run_extraction(
     rows = read_manifest(manifest)
     check_unique(rows, manifest)
     model, kind, step = load_checkpoint(checkpoint.resolve(), options.dtype, options.step)  # Orbax: absolute paths
-    check_layer(model.config, options.layer, units=options.units)
+    check_layer(model.config, options.layer, units=options.units and options.kmeans is None)
+    kmeans = None
+    if options.kmeans is not None:
+        kmeans = read_kmeans_file(options.kmeans, dim=model.config.encoder_embed_dim, layer=options.layer)
     kernel = attention_kernel(options.attention, jax.default_backend(), jnp.dtype(options.dtype), field="--attention")
     model.set_attention_kernel(kernel)
     lock = prepare(output, settings_of(checkpoint, model, kind, step, options), options, processes)
@@ -180,7 +186,9 @@ def run_extraction(
         try:
             share = [rows[i] for i in split_rows(rows, processes.count)[processes.index]]
             names = tree_names(rows) if options.layout == "tree" else None  # of the whole manifest: one root
-            extract_share(model, share, output, options=options, processes=processes, summary=summary, names=names)
+            layer_output = output_function(model, options, kmeans)
+            extract_share(model, share, output, layer_output, options=options, processes=processes, summary=summary,
+                          names=names)  # fmt: skip
         except UserError as error:  # every process still reaches the barrier below
             failure = error
         if processes.count > 1:
@@ -191,7 +199,7 @@ def run_extraction(
             summary.merged = merge_shards(output)
             order_units(output, [row.fileid for row in rows])  # the manifest's order, whatever the processes did
             paths = {row.fileid: row.location for row in rows}
-            num_units = model.config.codebook_size
+            num_units = kmeans.k if kmeans is not None else model.config.codebook_size
             summary.rendered = render(output, options.units_format, num_units=num_units, paths=paths)
     finally:
         if lock is not None:
@@ -204,10 +212,20 @@ def run_extraction(
     return summary
 
 
+def output_function(model: DinoSR, options: ExtractionOptions, kmeans: KMeansFile | None) -> OutputFunction:
+    """What is computed for each file: features, codebook units, or k-means units of the layer."""
+    if kmeans is not None:
+        return kmeans_units_at(options.layer, kmeans.centroids)
+    if options.units:
+        return units_at(options.layer, model.config)
+    return features_at(options.layer, before_residual=options.before_residual)
+
+
 def extract_share(
     model: DinoSR,
     rows: list[ManifestRow],
     output: Path,
+    layer_output: OutputFunction,
     *,
     options: ExtractionOptions,
     processes: Processes,
@@ -225,11 +243,6 @@ def extract_share(
     summary.failed.extend((row.location, "num_samples is 0 in the manifest") for row in todo if row.num_samples == 0)
     todo = [] if summary.failed and options.stop_on_error else [row for row in todo if row.num_samples > 0]
     summary.padding = plan(todo, options.batching, jax.local_device_count())[1]
-    layer_output = (
-        units_at(options.layer, model.config)
-        if options.units
-        else features_at(options.layer, before_residual=options.before_residual)
-    )
     start = time.perf_counter()
     with make_progress(disable=not options.progress) as progress:
         task = progress.add_task("extracting", total=len(todo), status="")

@@ -11,6 +11,7 @@ import functools
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from spidr_jax.config.model import DinoSRConfig
@@ -43,6 +44,23 @@ def features_at(layer: int, *, before_residual: bool = True) -> OutputFunction:
     def output(model: DinoSR, waveforms: jax.Array, lengths: jax.Array) -> jax.Array:
         layers = model.get_intermediate_outputs(waveforms, lengths, num_layers=layer, before_residual=before_residual)
         return layers[layer - 1].astype(np.float32)
+
+    return output
+
+
+def kmeans_units_at(layer: int, centroids: np.ndarray) -> OutputFunction:
+    """Units of a layer's features: the nearest of `centroids` (K, D) in squared distance, (B, T) int32.
+
+    The distances are computed in float32 at full precision, like the k-means fit's assignments.
+    """
+    table = jnp.asarray(centroids, jnp.float32)
+    features = features_at(layer)
+
+    def output(model: DinoSR, waveforms: jax.Array, lengths: jax.Array) -> jax.Array:
+        x = features(model, waveforms, lengths)
+        products = jnp.einsum("btd,kd->btk", x, table, precision=jax.lax.Precision.HIGHEST)
+        distances = jnp.sum(table * table, axis=-1) - 2 * products  # |x|^2 is the same for every centroid
+        return jnp.argmin(distances, axis=-1).astype(jnp.int32)
 
     return output
 
