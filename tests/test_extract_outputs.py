@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from spidr_jax.data.audio import read_audio_file
 from spidr_jax.data.manifest import ManifestRow
 from spidr_jax.extract.features_file import tree_names
 from spidr_jax.extract.units_file import deduplicate
@@ -236,3 +237,25 @@ def test_ctrl_c_is_one_line_and_exit_130(setup, tmp_path, capsys, monkeypatch):
     assert code == 130
     assert err.strip().splitlines()[-1].startswith("interrupted: what was written in")
     assert "Traceback" not in err
+
+
+def test_other_rates_and_channels_are_resampled_as_they_are_read(setup, tmp_path, capsys):
+    checkpoint, _ = setup
+    rng = np.random.default_rng(3)
+    stereo = (0.1 * rng.standard_normal((33_075, 2))).astype(np.float32)  # 1.5 s at 22.05 kHz
+    sf.write(tmp_path / "odd.wav", stereo, 22_050, subtype="FLOAT")
+    mono_16k = read_audio_file(tmp_path / "odd.wav", resample=True)
+    sf.write(tmp_path / "same.wav", mono_16k, 16_000, subtype="FLOAT")
+    manifest = write_manifest(
+        tmp_path / "m.csv",
+        [
+            "fileid,path,num_samples",
+            f"odd,{tmp_path / 'odd.wav'},33075",
+            f"same,{tmp_path / 'same.wav'},{len(mono_16k)}",
+        ],
+    )
+    code, err = run_extract(capsys, "--checkpoint", checkpoint, "--manifest", manifest, "--output", tmp_path / "f",
+                            "--layer", "2")  # fmt: skip
+    assert code == 0, err
+    assert "resampled to 16 kHz mono as they are read: 1 files" in err
+    np.testing.assert_array_equal(np.load(tmp_path / "f" / "odd.npy"), np.load(tmp_path / "f" / "same.npy"))

@@ -182,6 +182,30 @@ def scan_manifest(
     )
 
 
+def at_model_rate(
+    rows: list[ManifestRow], *, num_threads: int = 8, progress: bool = False
+) -> tuple[list[ManifestRow], int]:
+    """The rows with their length at 16 kHz mono, from their headers; and how many were not 16 kHz mono.
+
+    The length is what `read_audio(..., resample=True)` gives. A row whose header cannot be read is kept as it is
+    (it fails when it is decoded).
+    """
+
+    def model_rate(row: ManifestRow) -> ManifestRow:
+        try:
+            info = audio_info(row)
+        except AudioError:
+            return row
+        if info.sample_rate == SAMPLE_RATE and info.channels == 1:
+            return row
+        return dataclasses.replace(row, num_samples=resampled_length(info.num_samples, info.sample_rate))
+
+    with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+        converted = list(track(bounded_map(model_rate, rows, pool, window=max(1, num_threads) * 16),
+                               total=len(rows), description="reading headers", disable=not progress))  # fmt: skip
+    return converted, sum(new is not old for new, old in zip(converted, rows, strict=True))
+
+
 def left_out_line(result: ScanResult, minimum: MinimumLength, limit: int = 3) -> str | None:
     """One line on the rows a scan left out (the first few unusable files, with their reasons), or None."""
     parts = []

@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
             batch_seconds=args.batch_seconds,
             max_batch_size=args.max_batch_size,
             max_shapes=args.max_shapes,
+            resample=True,
         ),
         progress=not args.quiet and processes.count == 1,  # several progress displays would interleave
         overwrite=args.overwrite,

@@ -42,6 +42,7 @@ class Batching:
     max_batch_size: int = 64
     max_shapes: int = 8  # padded lengths, i.e. compilations
     long_seconds: float = 120.0  # longer files run alone, after the others
+    resample: bool = False  # other rates and channels to 16 kHz mono (rows' lengths from `scan.at_model_rate`)
 
 
 LONG_FILE_MULTIPLE = 5 * SAMPLE_RATE  # long files are padded to a multiple of 5 s, so similar ones share a shape
@@ -69,7 +70,12 @@ def compiled_output(graphdef: nnx.GraphDef, output: OutputFunction) -> Callable[
 
 
 def load_batch(
-    batch: PaddedBatch, rows: list[ManifestRow], *, normalize_audio: bool, min_samples: int = 1
+    batch: PaddedBatch,
+    rows: list[ManifestRow],
+    *,
+    normalize_audio: bool,
+    min_samples: int = 1,
+    resample: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
     """Decode and zero-pad one batch: (waveforms (B, S), lengths (B,), {row index: failure reason}).
 
@@ -80,7 +86,7 @@ def load_batch(
     failures = {}
     for slot, index in enumerate(batch.indices):
         try:
-            audio = read_audio(rows[index])
+            audio = read_audio(rows[index], resample=resample)
         except AudioError as error:
             failures[index], lengths[slot] = error.reason, 0
             continue
@@ -231,7 +237,9 @@ def model_outputs(
     min_samples = receptive_field(model.config.extractor_conv_layer_config)
 
     def load(batch: PaddedBatch) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
-        return load_batch(batch, rows, normalize_audio=batching.normalize, min_samples=min_samples)
+        return load_batch(
+            batch, rows, normalize_audio=batching.normalize, min_samples=min_samples, resample=batching.resample
+        )
 
     in_flight: collections.deque[Started] = collections.deque()
     with ThreadPoolExecutor(max_workers=4) as pool:

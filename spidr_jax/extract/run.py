@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spidr_jax.data.manifest import ManifestError, ManifestRow, read_manifest
+from spidr_jax.data.scan import at_model_rate
 from spidr_jax.errors import UserError
 from spidr_jax.evaluate.kmeans_file import KMeansFile, read_kmeans_file
 from spidr_jax.extract.features_file import FeatureWriter, tree_names
@@ -184,7 +185,9 @@ def run_extraction(
         summary = ExtractionSummary()
         failure: UserError | None = None
         try:
-            share = [rows[i] for i in split_rows(rows, processes.count)[processes.index]]
+            share, resampled = at_model_rate([rows[i] for i in split_rows(rows, processes.count)[processes.index]])
+            if resampled:
+                log(processes, f"resampled to 16 kHz mono as they are read: {resampled} files")
             names = tree_names(rows) if options.layout == "tree" else None  # of the whole manifest: one root
             layer_output = output_function(model, options, kmeans)
             extract_share(model, share, output, layer_output, options=options, processes=processes, summary=summary,
