@@ -24,8 +24,10 @@ LOG_FILE='$HOME/spidr_jax_train.log'
 # shellcheck disable=SC2016
 PID_FILE='$HOME/spidr_jax_train.pid'
 
-usage() {
-  cat >&2 <<'EOF'
+usage() {  # usage [EXIT CODE]: asked for with -h, on stdout (0); otherwise on stderr (2)
+  local code=${1:-2}
+  if ((code == 0)); then exec 3>&1; else exec 3>&2; fi
+  cat >&3 <<'EOF'
 usage: launch/tpu_pod.sh [OPTIONS] CONFIG [--config.SECTION.FIELD=VALUE ...]
        launch/tpu_pod.sh [OPTIONS] --stop
 
@@ -56,7 +58,7 @@ options (environment variable in brackets):
   --dry-run             print the commands instead of running them
   -h, --help            this message
 EOF
-  exit 2
+  exit "$code"
 }
 
 die() {
@@ -157,7 +159,7 @@ while [[ $# -gt 0 ]]; do
     --background) BACKGROUND=1; shift ;;
     --stop) STOP=1; INSTALL=0; TRAIN=0; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
-    -h | --help) usage ;;
+    -h | --help) usage 0 ;;
     --config=* | --config.*) die "give the config file first, then the --config.X.Y overrides" ;;
     --*) die "unknown option $1" ;;
     *) break ;;

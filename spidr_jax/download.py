@@ -8,7 +8,6 @@ Needs the `torch` extra for the conversion. `--url` points at another copy (a mi
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -16,6 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from spidr_jax.cli import command_parser
 from spidr_jax.convert.conversion import torch_to_orbax
 from spidr_jax.errors import UserError, exit_on_user_error
 from spidr_jax.progress import make_progress
@@ -70,7 +70,7 @@ def fetch_pretrained(name: str, output_dir: str | Path, *, url: str | None = Non
 
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments, download and convert."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = command_parser("download", __doc__)
     parser.add_argument("name", choices=sorted(RELEASES), help="which released checkpoint")
     parser.add_argument("output_dir", help="converted model directory to create")
     parser.add_argument("--url", help="download from here instead (https://, or file:// for a local copy)")

@@ -1,12 +1,13 @@
 """Command-line configs shared by the entry points: `--config=FILE` plus `--config.SECTION.FIELD=VALUE` overrides.
 
-    python -m spidr_jax.config.cli --config=configs/base.py --config.optimizer.lr=1e-4 --config.run.workdir=run
-    python -m spidr_jax.config.cli --config=configs/toml.py:path/to/run.toml --config.data.manifest=train.csv
+    python -m spidr_jax.config --config=configs/base.py --config.optimizer.lr=1e-4 --config.run.workdir=run
+    python -m spidr_jax.config --config=configs/toml.py:path/to/run.toml --config.data.manifest=train.csv
 
 `FILE` is a Python file whose `get_config()` returns an `ml_collections.ConfigDict` (`FILE:ARG` calls
 `get_config(ARG)`); overrides are parsed by `ml_collections.config_flags` with the type of the field they replace.
 Validation sets are added as a whole: `--config.validation="{'dev': {'manifest': 'dev.csv'}}"`.
-Run as a module, this prints the resolved config as JSON (or one error line and exit code 2).
+Run as a module (`python -m spidr_jax.config`, or `python -m spidr_jax.config.cli`), this prints the resolved config
+as JSON, every field with its value (or one error line and exit code 2): the list of fields to override.
 
 Parsing uses a private `absl.flags.FlagValues` on each call, so it can be called several times in one process and
 leaves the caller's own flags (absl or argparse) alone: arguments that are not `--config...` are returned to it.
@@ -183,9 +184,27 @@ def _one_line(message: str) -> str:
     return next((line.strip() for line in message.splitlines() if line.strip()), message.strip())
 
 
+HELP = """usage: python -m spidr_jax.config --config=FILE[:ARG] [--config.SECTION.FIELD=VALUE ...]
+
+Print the resolved config of a training run as JSON: every section and field, with its value. Any field can be
+overridden with --config.SECTION.FIELD=VALUE, here as in python -m spidr_jax.train and python -m spidr_jax.launch.
+
+  --config=FILE[:ARG]   a config file: configs/base.py (SpidR), configs/dinosr.py, configs/tiny.py,
+                        configs/demo.py, or configs/toml.py:RUN.toml for a reference TOML run config
+  --config.SECTION.FIELD=VALUE
+                        override one field (sections: run, data, model, optimizer, masking, validation)
+
+    python -m spidr_jax.config --config=configs/base.py --config.optimizer.lr=1e-4
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Print the resolved config as JSON; exit 2 with one error line if it is invalid."""
-    cfg = parse_config_or_exit(argv, strict=True)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in args or "--help" in args:
+        print(HELP, end="")
+        return
+    cfg = parse_config_or_exit(args, strict=True)
     print(config_to_json(cfg))
 
 

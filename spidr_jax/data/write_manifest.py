@@ -12,7 +12,6 @@ sorted by path. On any error nothing is written.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import os
@@ -22,6 +21,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from spidr_jax.cli import command_parser
 from spidr_jax.data.audio import audio_info
 from spidr_jax.data.manifest import ARCHIVE_COLUMNS, BASE_COLUMNS, ManifestRow
 from spidr_jax.data.scan import bounded_map
@@ -164,13 +164,16 @@ def write_manifest(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status."""
-    parser = argparse.ArgumentParser(
-        prog="python -m spidr_jax.manifest", description="Write a manifest of a dataset's audio files."
+    parser = command_parser(
+        "manifest",
+        "Write a manifest of a dataset's audio files: the reference's CSV (fileid,path,num_samples), the CSV of "
+        "the members of an uncompressed tar archive, or a fairseq TSV.\n\n"
+        "    python -m spidr_jax.manifest /data/LibriSpeech/train-960 train.csv --ext .flac",
     )
-    parser.add_argument("dataset", type=Path, help="Dataset directory, or uncompressed tar archive.")
-    parser.add_argument("output", type=Path, help="Output manifest (.csv, or .tsv with --fairseq).")
-    parser.add_argument("--ext", default=".wav", help="Extension of the audio files. (default: %(default)s)")
-    parser.add_argument("--fairseq", action="store_true", help="Write a fairseq-style TSV manifest instead of CSV.")
+    parser.add_argument("dataset", type=Path, help="the dataset's directory, or an uncompressed tar archive")
+    parser.add_argument("output", type=Path, help="the manifest to write (.csv, or .tsv with --fairseq)")
+    parser.add_argument("--ext", default=".wav", help="the extension of the audio files")
+    parser.add_argument("--fairseq", action="store_true", help="write a fairseq TSV manifest instead of a CSV")
     args = parser.parse_args(argv)
     with exit_on_user_error():
         try:

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from spidr_jax.config.loading import config_to_json
+from spidr_jax.config.run import Config
 from spidr_jax.errors import UsageError, exit_on_user_error
 from spidr_jax.launch.dump import JobFolder, folder_name, job_folder, sbatch_script, write_job_files
 from spidr_jax.launch.options import LaunchOptions, build_parser, parse_options
-from spidr_jax.launch.resources import sbatch_options, script_arguments
+from spidr_jax.launch.resources import sbatch_options, script_arguments, summary
 from spidr_jax.launch.submit import sbatch, show
 from spidr_jax.launch.validation import check_extract_args, check_train_configs
 
@@ -35,14 +36,17 @@ def launch(options: LaunchOptions) -> list[tuple[str, str, Path]]:
     if options.mode == "extract":
         check_extract_args(options.extract_args)
         jobs: list[tuple[str | None, str | None]] = [(None, None)]
+        configs: list[Config | None] = [None]
     else:
         resolved = check_train_configs(options.configs, options.overrides)
         jobs = [(spec, config_to_json(cfg)) for spec, cfg in zip(options.configs, resolved, strict=True)]
+        configs = list(resolved)
     script = sbatch_script()
     submitted = []
-    for spec, config_json in jobs:
+    for (spec, config_json), cfg in zip(jobs, configs, strict=True):
         name = job_name(spec)
         if options.dry_run:
+            print(summary(options, name, cfg))
             folder = JobFolder(options.dump.resolve() / folder_name(name))  # not created
             args = sbatch_options(options, job_name=name, log=folder.log, workdir=Path.cwd())
             show([*args, str(folder.script), *script_arguments(options, spec)], script)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from spidr_jax.config.model import SAMPLE_RATE
+from spidr_jax.config.run import Config
 from spidr_jax.launch.options import LaunchOptions
 
 
@@ -32,6 +34,25 @@ def sbatch_options(options: LaunchOptions, *, job_name: str, log: Path, workdir:
     if options.signal_lead is not None:
         args.append(f"--signal=TERM@{options.signal_lead}")  # to the tasks only (no "B:"), as the script expects
     return args
+
+
+SCRIPT_GPUS_PER_NODE = 8  # launch/slurm_gpu.sbatch's default
+
+
+def summary(options: LaunchOptions, name: str, cfg: Config | None) -> str:
+    """The first line of a dry run: nodes, processes, devices, the global batch of a training, the time limit."""
+    per_node = options.gpus_per_node or (1 if options.cpu else SCRIPT_GPUS_PER_NODE)
+    processes = options.nodes * per_node
+    devices = "CPU devices" if options.cpu else "GPUs"
+    line = f"{name}: {options.nodes} node(s) x {per_node} processes = {processes} processes, one per {devices[:-1]}"
+    if cfg is not None:
+        samples = processes * cfg.data.max_batch_length
+        line += (
+            f"; global batch at most {processes} x {cfg.data.max_batch_length:,} samples = {samples:,} samples "
+            f"({samples / SAMPLE_RATE:,.0f} s of audio) per step"
+        )
+    limit = f"{options.time} minutes" if options.time is not None else "the script's default"
+    return f"{line}; time limit {limit}"
 
 
 def script_arguments(options: LaunchOptions, config: str | None) -> list[str]:

@@ -4,6 +4,11 @@
 
 Any field can be overridden (`--config.optimizer.max_steps=40`); a reference TOML run config works as
 `--config=configs/toml.py:run.toml`. Restarting the same command resumes from the newest checkpoint.
+
+Every section and field, with its value for a config: `python -m spidr_jax.config --config=configs/base.py`.
+Config files: configs/base.py (SpidR), configs/dinosr.py, configs/tiny.py (a small SpidR for CPUs), configs/demo.py.
+Exit codes: 0 when done (or stopped by SIGTERM after its checkpoint: 143), 1 on a fault (one line names it), 2 on a
+bad config, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     """Parse the config, then run the training; one clear line and exit code 1 on bad input."""
     args = sys.argv[1:] if argv is None else argv
     if "-h" in args or "--help" in args:
+        print("usage: python -m spidr_jax.train --config=FILE[:ARG] [--config.SECTION.FIELD=VALUE ...]")
         print(__doc__)
         return
     cfg = parse_config_or_exit(args, strict=True)

@@ -252,7 +252,7 @@ class TrainingRun:
                     break
         self.close()
         if self.units_monitor.sets:
-            self.say(self.units_monitor.report(self.workdir, result.final_step))
+            self.say(self.units_monitor.report(self.workdir, result.final_step, baseline_k=cfg.model.codebook_size))
         self.say(f"done: step {result.final_step}")
         return result
 

@@ -12,14 +12,13 @@ from spidr_jax.config.model import DinoSRConfig
 from spidr_jax.config.run import DataConfig
 from spidr_jax.data.manifest import ManifestRow, read_manifest
 from spidr_jax.evaluate.alignments import check_alignment_lengths, read_alignments
+from spidr_jax.evaluate.baseline import mfcc_units_quality
 from spidr_jax.evaluate.model_units import codebook_units_quality
 from spidr_jax.evaluate.plots import read_scalars
 from spidr_jax.evaluate.units_quality import UnitsQuality
 from spidr_jax.models import DinoSR
 from spidr_jax.models.extractor import conv_output_lengths
 from spidr_jax.train.tensorboard import MetricsWriter
-
-REPORTED = ("pnmi", "phone_purity", "cluster_purity", "codebook_perplexity", "active_codewords", "bitrate")
 
 
 class UnitsMonitor:
@@ -46,26 +45,46 @@ class UnitsMonitor:
                 writer.scalars(f"{name}/units_layer{layer}", quality._asdict(), step)
         return results
 
-    def report(self, workdir: Path, step: int) -> str:
-        """A before/after table (step 0 against `step`) from the run's TensorBoard logs."""
+    def report(self, workdir: Path, step: int, *, baseline_k: int | None = None) -> str:
+        """A before/after table (step 0 against `step`) from the run's TensorBoard logs, within 100 columns.
+
+        With `baseline_k`, a last row gives the MFCC k-means baseline's units (K = `baseline_k`) on the same files.
+        """
         scalars = read_scalars(workdir)
         lines = []
-        for name in self.sets:
+        for name, (rows, alignments) in self.sets.items():
             prefix = f"{name}/units_layer"
             layers = sorted({int(tag[len(prefix) :].split("/")[0]) for tag in scalars if tag.startswith(prefix)})
             if not layers:
                 continue
             lines.append(f"units quality on {name} (step 0 -> step {step}):")
-            lines.append("  layer  " + "  ".join(f"{metric:>22}" for metric in REPORTED))
+            lines.append("  layer" + "".join(f"{title:>{width}}" for title, width in COLUMNS.values()))
             for layer in layers:
                 cells = []
-                for metric in REPORTED:
+                for metric, (_, width) in COLUMNS.items():
                     values = dict(scalars.get(f"{prefix}{layer}/{metric}", []))
-                    before, after = values.get(0), values.get(step)
-                    cells.append(f"{_fmt(before):>10} -> {_fmt(after):>8}")
-                lines.append(f"  {layer:>5}  " + "  ".join(cells))
+                    cells.append(f"{_fmt(metric, values.get(0))}->{_fmt(metric, values.get(step))}".rjust(width))
+                lines.append(f"  {layer:>5}" + "".join(cells))
+            if baseline_k is not None:
+                quality = mfcc_units_quality(rows, alignments, baseline_k)._asdict()
+                cells = [_fmt(metric, quality[metric]).rjust(width) for metric, (_, width) in COLUMNS.items()]
+                lines.append("   mfcc" + "".join(cells) + f"   (k-means of MFCCs, K={baseline_k})")
         return "\n".join(lines)
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+COLUMNS = {  # metric: (title, width)
+    "pnmi": ("pnmi", 14),
+    "phone_purity": ("phone purity", 14),
+    "cluster_purity": ("cluster purity", 16),
+    "codebook_perplexity": ("perplexity", 14),
+    "active_codewords": ("active", 10),
+    "bitrate": ("bitrate", 12),
+}
+
+
+def _fmt(metric: str, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if metric in {"active_codewords", "bitrate"}:
+        return f"{value:.0f}"
+    return f"{value:.1f}" if metric == "codebook_perplexity" else f"{value:.3f}"
