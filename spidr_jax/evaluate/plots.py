@@ -9,7 +9,6 @@ the serialized ``Event`` protobuf, and the masked CRC-32C of the payload.
 
 from __future__ import annotations
 
-import math
 import struct
 import warnings
 from collections.abc import Mapping, Sequence
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from tensorboardX.proto.summary_pb2 import Summary
 
-__all__ = ["plot_codebook_usage", "plot_phone_unit_matrix", "plot_training_curves", "read_scalars"]
+__all__ = ["plot_codebook_usage", "plot_phone_unit_matrix", "plot_training_curves", "read_scalars", "usage"]
 
 _MISSING_MATPLOTLIB = "Plots need matplotlib: pip install 'spidr-jax[plot]'"
 _HEADER = struct.Struct("<QI")
@@ -131,37 +130,57 @@ def _save(figure: Figure, output_png: str | Path) -> Path:
 
 
 def plot_training_curves(workdir: str | Path, output_png: str | Path) -> Path:
-    """Loss (training and every validation set) and codebook perplexities against the training step.
+    """Loss, codebook perplexities, units' PNMI, learning rate and gradient norm against the training step.
 
-    Reads ``train/loss``, every ``<valset>/loss``, and the tags starting with ``train/target_ppl`` or
-    ``train/pred_ppl`` (one per codebook when logged separately).
+    Reads ``train/loss`` and every ``<valset>/loss``; the tags starting with ``train/target_ppl`` or
+    ``train/pred_ppl``; the ``<valset>/units_layer<N>/pnmi`` of validation sets with alignments; ``train/lr`` and
+    ``train/grad_norm``. A panel whose scalars were not logged says so.
     """
     scalars = read_scalars(workdir)
     loss_tags = sorted((t for t in scalars if t.endswith("/loss")), key=lambda t: (t != "train/loss", t))
     ppl_tags = sorted(t for t in scalars if t.startswith(("train/target_ppl", "train/pred_ppl")))
     if not loss_tags and not ppl_tags:
         raise InputError(f"No loss or perplexity scalars found in {workdir}")
-    figure = _new_figure(11, 4)
-    loss_ax, ppl_ax = figure.subplots(1, 2)
-    for axis, tags, title in ((loss_ax, loss_tags, "Loss"), (ppl_ax, ppl_tags, "Codebook perplexity")):
+    pnmi_tags = sorted(t for t in scalars if "/units_layer" in t and t.endswith("/pnmi"))
+    panels = [
+        (loss_tags, "Loss", False),
+        (ppl_tags, "Codebook perplexity", False),
+        (pnmi_tags, "PNMI of the codebook units (dev)", False),
+        ([t for t in ("train/lr", "train/grad_norm") if t in scalars], "Learning rate and gradient norm", True),
+    ]
+    figure = _new_figure(11, 7.5)
+    for axis, (tags, title, log_scale) in zip(figure.subplots(2, 2).reshape(-1), panels, strict=True):
         for tag in tags:
             steps, values = zip(*scalars[tag], strict=True)
             axis.plot(steps, values, label=tag, marker="o" if len(steps) < 20 else None, markersize=3)
         axis.set_title(title)
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
+        if log_scale and tags:
+            axis.set_yscale("log")
         if tags:
             axis.legend(fontsize="small")
         else:
             axis.text(0.5, 0.5, "not logged", ha="center", va="center", transform=axis.transAxes)
-    figure.suptitle(str(Path(workdir).name))
+    last = max((steps[-1][0] for steps in scalars.values() if steps), default=0)
+    figure.suptitle(f"{Path(workdir).resolve()} (steps 0-{last})")
     return _save(figure, output_png)
 
 
-def plot_codebook_usage(counts_per_layer: Mapping[int, np.ndarray], output_png: str | Path) -> Path:
+def usage(counts: np.ndarray) -> tuple[float, int]:
+    """(perplexity, active entries) of a codebook's usage counts: 2 ** entropy (bits) of their distribution."""
+    counts = np.asarray(counts, dtype=np.float64).reshape(-1)
+    used = counts[counts > 0] / counts.sum()
+    return float(np.exp2(-np.sum(used * np.log2(used)))), len(used)
+
+
+def plot_codebook_usage(
+    counts_per_layer: Mapping[int, np.ndarray], output_png: str | Path, *, title: str = "Codebook usage"
+) -> Path:
     """Per layer, codebook entries sorted by decreasing usage (log scale), with perplexity and active entries.
 
     :param counts_per_layer: Mapping from layer index to the (codebook size,) count of each entry.
+    :param title: what the counts are of (the data and the checkpoint's step).
     """
     if not counts_per_layer:
         raise InputError("No codebook counts to plot")
@@ -169,18 +188,16 @@ def plot_codebook_usage(counts_per_layer: Mapping[int, np.ndarray], output_png: 
     axis = figure.subplots()
     for layer, counts in sorted(counts_per_layer.items()):
         counts_arr = np.asarray(counts, dtype=np.float64).reshape(-1)
-        total = counts_arr.sum()
-        if total <= 0:
+        if counts_arr.sum() <= 0:
             raise InputError(f"Layer {layer}: the codebook was never used")
-        freq = np.sort(counts_arr)[::-1] / total
-        used = freq[freq > 0]
-        perplexity = math.exp(-np.sum(used * np.log(used)))
-        label = f"layer {layer}: perplexity {perplexity:.1f}, active {len(used)}/{len(freq)}"
+        freq = np.sort(counts_arr)[::-1] / counts_arr.sum()
+        perplexity, active = usage(counts_arr)
+        label = f"layer {layer}: perplexity {perplexity:.1f}, active {active}/{len(freq)}"
         axis.step(np.arange(1, len(freq) + 1), np.where(freq > 0, freq, np.nan), where="mid", label=label)
     axis.set_yscale("log")
     axis.set_xlabel("codebook entry (sorted by usage)")
     axis.set_ylabel("frequency")
-    axis.set_title("Codebook usage")
+    axis.set_title(title, fontsize="medium")
     axis.grid(alpha=0.3, which="both")
     axis.legend(fontsize="small")
     return _save(figure, output_png)
@@ -213,6 +230,6 @@ def plot_phone_unit_matrix(
         axis.set_xlabel("unit")
     else:
         axis.set_xlabel(f"units ({num_units}, grouped by most probable phone)")
-    axis.set_title(title)
+    axis.set_title(title, fontsize="medium")
     figure.colorbar(image, ax=axis, fraction=0.03)
     return _save(figure, output_png)
