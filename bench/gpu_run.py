@@ -43,6 +43,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from bench import REPO_ROOT, module_command
 from bench.results import read_lines, write_summary
@@ -120,13 +121,13 @@ class PartRunner:
         return rc
 
 
-def copy_output(stream: object, log: object) -> None:
-    """Copy a part's output, as it comes, to the console and its log."""
-    console = sys.stdout.buffer
-    while chunk := os.read(stream.fileno(), 65536):  # type: ignore[attr-defined]
-        for sink in (console, log):
-            sink.write(chunk)  # type: ignore[attr-defined]
-            sink.flush()  # type: ignore[attr-defined]
+def copy_output(stream: BinaryIO, log: BinaryIO) -> None:
+    """Copy a part's output, as it comes, to the console and its log (until the log is closed, if not before)."""
+    with contextlib.suppress(ValueError, OSError):  # the log closed under a process left holding the pipe
+        while chunk := os.read(stream.fileno(), 65536):
+            for sink in (sys.stdout.buffer, log):
+                sink.write(chunk)
+                sink.flush()
 
 
 def kill_group(process: subprocess.Popen, sig: signal.Signals) -> None:
