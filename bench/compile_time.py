@@ -1,9 +1,9 @@
 """Compile time of the training step, layers scanned against unrolled, each compilation in a fresh process.
 
-    python bench/compile_time.py                              # tiny and base SpidR, 2 x 2 s, float32, 3 runs each
-    python bench/compile_time.py --models base --batch 15 --seconds 15 --dtype bfloat16 --runs 2   # on a GPU
-    python bench/compile_time.py --json out.jsonl             # also one JSON line per variant
-    python bench/compile_time.py --models tiny --layers unroll --shapes 8 --threads 1   # 8 shapes, as training
+    python -m bench.compile_time                              # tiny and base SpidR, 2 x 2 s, float32, 3 runs each
+    python -m bench.compile_time --models base --batch 15 --seconds 15 --dtype bfloat16 --runs 2   # on a GPU
+    python -m bench.compile_time --json out.jsonl             # also one JSON line per variant
+    python -m bench.compile_time --models tiny --layers unroll --shapes 8 --threads 1   # 8 shapes, as training
 
 A fresh process per compilation, with JAX's persistent compilation cache off, so that nothing compiled before is
 reused. Each run traces and lowers the step (`lower_s`) and compiles it (`compile_s`); the table gives medians and
@@ -17,13 +17,11 @@ import json
 import platform
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from step_speed import batch_for, jax_model_fields
+from bench import module_command
+from bench.step_speed import batch_for, jax_model_config
 
 
 def compile_once(model: str, layers: str, args: argparse.Namespace) -> dict:
@@ -31,14 +29,14 @@ def compile_once(model: str, layers: str, args: argparse.Namespace) -> dict:
     import jax
 
     jax.config.update("jax_enable_compilation_cache", False)  # noqa: FBT003
-    from spidr_jax.config import OptimizerConfig, SpidRConfig
+    from spidr_jax.config import OptimizerConfig
     from spidr_jax.models.layer_stack import LayerExecution
     from spidr_jax.sharding import data_mesh, replicated
     from spidr_jax.train.state import init_model, new_train_state
     from spidr_jax.train.step import StepDefinition, compile_train_step
     from spidr_jax.train.workdir import global_batch
 
-    cfg = SpidRConfig(**jax_model_fields(argparse.Namespace(tiny=model == "tiny")))
+    cfg = jax_model_config(argparse.Namespace(model="spidr", tiny=model == "tiny"))
     opt = OptimizerConfig(dtype=args.dtype)
     network = init_model(cfg, opt, seed=0)
     network.set_layer_execution(LayerExecution.from_config(layers, args.remat, jax.default_backend()))
@@ -79,9 +77,9 @@ def compile_shapes(step_fn, state, mesh, model: str, args: argparse.Namespace) -
 
 def run_in_fresh_process(args: argparse.Namespace, model: str, layers: str) -> dict:
     """One `compile_once` in a child process (its result comes back as the child's last stdout line)."""
-    command = [sys.executable, __file__, "--child", model, layers, "--remat", args.remat, "--batch", str(args.batch),
-               "--seconds", str(args.seconds), "--dtype", args.dtype, "--shapes", str(args.shapes),
-               "--threads", str(args.threads)]  # fmt: skip
+    command = module_command("compile_time", "--child", model, layers, "--remat", args.remat, "--batch",
+                             str(args.batch), "--seconds", str(args.seconds), "--dtype", args.dtype, "--shapes",
+                             str(args.shapes), "--threads", str(args.threads))  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"compile_time: the {model}/{layers} child failed:\n{result.stderr[-3000:]}")
@@ -95,7 +93,7 @@ def spread(values: list[float]) -> str:
 
 def main() -> None:
     """Compile every (model, layers) variant `--runs` times and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.compile_time", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", choices=["tiny", "base"], default=["tiny", "base"])
     parser.add_argument("--layers", nargs="+", choices=["scan", "unroll"], default=["scan", "unroll"])
     parser.add_argument("--remat", choices=["none", "layer", "dots"], default="none")

@@ -9,7 +9,7 @@
   HLO's stack-frame tables (e.g. train_step, DinoSR.masked_prediction, ConvBlock.convolve).
 - backward: instructions of the gradient (JAX's op_name says `transpose(...)`).
 
-Read by bench/step_profile.py. A fusion carries the metadata of one of the operations it holds, so its functions
+Read by bench.step_profile. A fusion carries the metadata of one of the operations it holds, so its functions
 are those of that one.
 """
 

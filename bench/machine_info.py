@@ -1,6 +1,6 @@
-"""One JSON line describing this machine and the library versions, for bench/gpu.sh's results folder.
+"""One JSON line describing this machine and the library versions, for a GPU run's results folder.
 
-    python bench/machine_info.py [SMOKE]
+    python -m bench.machine_info [SMOKE]
 
 SMOKE is 1 for a CPU smoke run (nvidia-smi is then not asked), 0 or absent otherwise.
 """

@@ -1,12 +1,12 @@
 """Where a compiled step's time goes: a jax.profiler trace of a few steps, summed by operation, kind and function.
 
-    python bench/step_speed.py --side jax --profile DIR     # after the timed steps, traces 2 more into DIR
+    python -m bench.step_speed --side jax --profile DIR     # after the timed steps, traces 2 more into DIR
 
 The trace is JAX's Perfetto JSON (`create_perfetto_trace=True`), read with the standard library. The operations
 are taken from one timeline of the trace: the device's "XLA Ops" line on GPUs and TPUs, else its kernel streams,
 else (CPU) the host threads that run XLA's compiled code. Each operation gets a kind (matmul, convolution,
 attention, ...) and the project's functions that traced it, forward or backward, from the compiled program's HLO
-(bench/hlo_index.py); a name that is no HLO instruction (a kernel) gets a kind from a pattern over its name. So
+(bench.hlo_index); a name that is no HLO instruction (a kernel) gets a kind from a pattern over its name. So
 the step's time reads by kind and by function (inclusive: ConvBlock.convolve, SelfAttention.__call__, adamw, ...)
 on every backend. `DIR/profile.json` keeps every name with its time; the trace file stays in DIR too. Not a test.
 """
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hlo_index import HloIndex, kind_of  # bench/ is on the path of a bench script
+from bench.hlo_index import HloIndex, kind_of
 
 # The CPU runtime's own events beside the operations on host timelines (waiting, dispatch, markers: C++ names such
 # as ThunkExecutor::Execute, which HLO instruction names never are), not computing.
@@ -141,7 +141,7 @@ def profile_steps(run_step: Callable[[], None], steps: int, directory: Path, hlo
 
     `hlo_text`: the compiled program's HLO (`compiled.as_text()`): the kinds and functions of its operations.
     """
-    import jax  # here, so that reading a summary (bench/collect.py) needs no jax
+    import jax  # here, so that reading a summary (bench.results) needs no jax
 
     directory.mkdir(parents=True, exist_ok=True)
     with jax.profiler.trace(str(directory), create_perfetto_trace=True):

@@ -1,10 +1,10 @@
 """Time the compiled train step against the reference's step on the same batch shape, and print the ratio.
 
-    python bench/step_speed.py                       # base SpidR, batch 2 x 2 s, float32 on CPU
-    python bench/step_speed.py --batch 15 --seconds 15 --dtype bfloat16   # on a GPU (reference: torch.compile)
-    python bench/step_speed.py --jax-only --xla-conv-grad   # spidr_jax alone, XLA's own grouped-conv gradient
-    python bench/step_speed.py --side reference --torch-compile eager --json out.jsonl   # one side, JSON lines
-    python bench/step_speed.py --side jax --profile prof     # + where the step's time goes (bench/step_profile.py)
+    python -m bench.step_speed                       # base SpidR, batch 2 x 2 s, float32 on CPU
+    python -m bench.step_speed --batch 15 --seconds 15 --dtype bfloat16   # on a GPU (reference: torch.compile)
+    python -m bench.step_speed --jax-only --xla-conv-grad   # spidr_jax alone, XLA's own grouped-conv gradient
+    python -m bench.step_speed --side reference --torch-compile eager --json out.jsonl   # one side, JSON lines
+    python -m bench.step_speed --side jax --profile prof     # + where the step's time goes (bench.step_profile)
 
 The reference step is its training loop body: forward (student, teacher, codebooks), backward, grad clipping,
 AdamW, LR scheduler and EMA update, under autocast in 16-bit dtypes (as the reference trains). By default
@@ -26,11 +26,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+if TYPE_CHECKING:
+    from spidr_jax.config import DinoSRConfig
 
 PROFILED_STEPS = 2  # steps traced by --profile, after the timed ones
 
@@ -51,6 +54,14 @@ def jax_model_fields(args: argparse.Namespace) -> dict[str, Any]:
     if "extractor_conv_layer_config" in fields:
         fields["extractor_conv_layer_config"] = tuple(map(tuple, fields["extractor_conv_layer_config"]))
     return fields
+
+
+def jax_model_config(args: argparse.Namespace) -> DinoSRConfig:
+    """The JAX config of `args.model` (spidr or dinosr; base, or the tiny model with `args.tiny`)."""
+    from spidr_jax.config import DinoSRConfig, SpidRConfig
+
+    fields = jax_model_fields(args)
+    return SpidRConfig(**fields) if args.model == "spidr" else DinoSRConfig(**fields)
 
 
 def peak_host_memory() -> int:
@@ -160,7 +171,7 @@ def jax_step(
     `on_timed` receives the figures as soon as the steps are timed, before `--profile` traces more steps (which
     may not finish within a time limit).
     """
-    from spidr_jax.config import DinoSRConfig, OptimizerConfig, SpidRConfig
+    from spidr_jax.config import OptimizerConfig
     from spidr_jax.models.attention_kernel import attention_kernel
     from spidr_jax.models.layer_stack import LayerExecution
     from spidr_jax.sharding import data_mesh, replicated
@@ -168,8 +179,7 @@ def jax_step(
     from spidr_jax.train.step import StepDefinition, compile_train_step
     from spidr_jax.train.workdir import global_batch
 
-    fields = jax_model_fields(args)
-    cfg = SpidRConfig(**fields) if args.model == "spidr" else DinoSRConfig(**fields)
+    cfg = jax_model_config(args)
     opt = OptimizerConfig(dtype=args.dtype)
     mesh = data_mesh()
     network = init_model(cfg, opt, seed=0)
@@ -205,7 +215,7 @@ def jax_step(
     if on_timed is not None:
         on_timed(result)
     if args.profile:  # after the timed steps, so that the tracer's overhead stays out of them
-        from step_profile import describe, profile_steps  # bench/ is on the path of a bench script
+        from bench.step_profile import describe, profile_steps
 
         summary = profile_steps(lambda: one_step(0), PROFILED_STEPS, Path(args.profile), compiled.as_text())
         print(describe(summary), flush=True)
@@ -277,7 +287,7 @@ def emit(path: str | None, record: dict[str, Any]) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (the original flags unchanged)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.step_speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["spidr", "dinosr"], default="spidr")
     parser.add_argument("--tiny", action="store_true", help="configs/tiny.py's model instead of base")
     parser.add_argument("--batch", type=int, default=2)

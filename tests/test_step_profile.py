@@ -1,18 +1,13 @@
-"""bench/step_profile.py: the step's time by operation, kind and function, from a profiler trace and the HLO."""
-
-import sys
-from pathlib import Path
+"""bench.step_profile: the step's time by operation, kind and function, from a profiler trace and the HLO."""
 
 import jax
 import jax.numpy as jnp
 import pytest
 from flax import nnx
 
+from bench import step_profile
+from bench.hlo_index import HloIndex, kind_of
 from spidr_jax.models.conv_block import ConvBlock
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import step_profile
-from hlo_index import HloIndex, kind_of
 
 
 def metadata(pid: int, process: str, threads: dict[int, str]) -> list[dict]:

@@ -1,24 +1,24 @@
-"""Gather the parts of a `bench/gpu.sh` results folder into one table and one JSON line.
+"""Gather the parts of a GPU run's results folder (`python -m bench.suite --gpu`) into one table and one JSON line.
 
-    python bench/collect.py RESULTS_DIR
+    python -m bench.results RESULTS_DIR
 
 Reads what the parts left there (each may be missing when its part ran out of time): `step.jsonl` (one line per
-side, from bench/step_speed.py --json), `step_cudnn.jsonl` (ours with run.attention=cudnn), `compile.jsonl`
-(bench/compile_time.py, unrolled layers), `compile_no_autotune.jsonl` (the same, scanned layers, XLA's autotuning
-off), `extract.jsonl` (bench/extract_speed.py --json), `profile/profile.json` (bench/step_profile.py: the
-step's time by kind of operation) and `parts.jsonl` (exit
-status, wall time, limit and last output line of every part). Writes `summary.json` (the JSON line) and
-`table.md` next to them and prints both. Also holds the table of device peak rates that MFU is computed against.
+side, from bench.step_speed --json), `step_cudnn.jsonl` (ours with run.attention=cudnn), `compile.jsonl`
+(bench.compile_time, unrolled layers), `compile_no_autotune.jsonl` (the same, scanned layers, XLA's autotuning
+off), `extract.jsonl` (bench.extraction throughput --json), `profile/profile.json` (bench.step_profile: the
+step's time by kind of operation) and `parts.jsonl` (exit status, wall time, limit and last output line of every
+part). Writes `summary.json` (the JSON line) and `table.md` next to them and prints both. Also holds the table of
+device peak rates that MFU is computed against.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from step_profile import telling_functions  # bench/ is on the path of a bench script
+from bench.step_profile import telling_functions
 
 # Dense peak rates (FLOP/s) from the vendors' data sheets, by a substring of jax's device_kind (lowercased).
 # 16-bit entries are tensor-core bf16 without sparsity; float32 entries are the plain float32 (non-TF32) rate.
@@ -186,16 +186,32 @@ def table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    """Print and write the table and the JSON line."""
-    folder = Path(sys.argv[1])
+def write_whole(path: Path, text: str) -> None:
+    """Write `text` and a newline to `path` through a temporary name: a reader never sees half of it."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text + "\n", encoding="utf-8")
+    partial.replace(path)
+
+
+def write_summary(folder: Path) -> None:
+    """Write `summary.json` and `table.md` into a results folder, and print both."""
     summary = summarize(folder)
     text = table(summary)
     line = json.dumps(summary)
-    (folder / "summary.json").write_text(line + "\n", encoding="utf-8")
-    (folder / "table.md").write_text(text + "\n", encoding="utf-8")
+    write_whole(folder / "summary.json", line)
+    write_whole(folder / "table.md", text)
     print(text)
     print(line)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print and write the table and the JSON line of the folder on the command line."""
+    parser = argparse.ArgumentParser(prog="python -m bench.results", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", type=Path, help="a results folder of python -m bench.suite --gpu")
+    folder = parser.parse_args(argv).folder
+    if not folder.is_dir():
+        parser.error(f"{folder}: no such results folder")
+    write_summary(folder)
 
 
 if __name__ == "__main__":
