@@ -1,6 +1,6 @@
 """Peak memory of the streaming k-means fit on a synthetic stream of features: bounded by the batch, not the corpus.
 
-    python bench/kmeans_memory.py --hours 10     # 1.8 M frames of 768-dim features at 50 Hz (5.5 GB as float32)
+    python -m bench.kmeans_memory --hours 10     # 1.8 M frames of 768-dim features at 50 Hz (5.5 GB as float32)
 
 The stream draws each batch afresh (random features, ``--batch-seconds`` of audio per batch), so nothing but the
 fit holds features. Prints the resident memory after start-up (JAX loaded) and at the end (peak), and the time.
@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import argparse
 import resource
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spidr_jax.evaluate.streaming_kmeans import fit_streaming_kmeans
 
@@ -30,7 +26,7 @@ def peak_rss_mib() -> float:
 
 def main() -> None:
     """Fit on the synthetic stream and print the memory figures."""
-    parser = argparse.ArgumentParser(prog="python bench/kmeans_memory.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.kmeans_memory", description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=float, default=10.0, help="audio hours the stream stands for")
     parser.add_argument("--dim", type=int, default=768, help="feature dimension")
     parser.add_argument("--k", type=int, default=256, help="clusters")

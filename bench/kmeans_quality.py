@@ -1,6 +1,6 @@
 """Streaming k-means schedules against scikit-learn's ``KMeans`` on the same in-memory features.
 
-    python bench/kmeans_quality.py              # 60,000 x 48 speech-like features, K = 256
+    python -m bench.kmeans_quality              # 60,000 x 48 speech-like features, K = 256
 
 Features: runs of 10 frames around 300 random centres with per-centre scales, shifted per speaker, 300 frames per
 utterance, 16 utterances per batch in an order drawn per epoch (batches are correlated, as a corpus's are). Prints,
@@ -10,13 +10,9 @@ for each schedule, the inertia of the final centroids over all features divided 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spidr_jax.evaluate.streaming_kmeans import fit_streaming_kmeans
 
@@ -48,7 +44,7 @@ def main() -> None:
     """Print each schedule's inertia relative to scikit-learn's."""
     from sklearn.cluster import KMeans
 
-    parser = argparse.ArgumentParser(prog="python bench/kmeans_quality.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.kmeans_quality", description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, default=256, help="clusters")
     parser.add_argument("--utterances", type=int, default=200, help="utterances of 300 frames")
     parser.add_argument("--dim", type=int, default=48, help="feature dimension")
