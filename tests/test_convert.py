@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import runpy
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 import torch
 from spidr.models.utils import state_dict_from_dinosr_fairseq_checkpoint
 
+from spidr_jax.convert import cli as convert_cli
 from spidr_jax.convert.conversion import orbax_to_torch, torch_to_orbax
 from spidr_jax.pretrained import load_pretrained, read_pretrained
 from tests.faults import modes, read_only_directory, umask, with_file_size_limit
@@ -285,3 +287,62 @@ def test_read_only_output_directory(tmp_path, capsys):
         assert len(err.strip().splitlines()) == 1
         assert f"cannot write {ro / 'out'}: " in err
         assert list(ro.iterdir()) == []
+
+
+def test_orbax_to_torch_refuses_an_existing_output_and_keeps_no_other_models_config(tmp_path, capsys):
+    model, cfg = reference_model("spidr", seed=12, **SMALL)
+    orbax = torch_to_orbax(save_release(model, cfg, tmp_path / "release", "spidr"), tmp_path / "orbax", "spidr")
+    pt = tmp_path / "out" / "model.pt"
+    orbax_to_torch(orbax, pt)
+    assert (tmp_path / "out" / "model.config.json").is_file()  # under the .pt's own name
+    assert not (tmp_path / "out" / "config.json").exists()  # only when asked
+    code, err = convert_back_in_process(capsys, str(orbax), str(pt))
+    assert code == 1
+    assert err.strip().splitlines() == [f"error: {pt} exists; pass --overwrite to replace it"]
+    # A config.json there of another model: refused with --config-json, replaced with --overwrite.
+    other, other_cfg = reference_model("dinosr", seed=13, **SMALL)
+    save_release(other, other_cfg, tmp_path / "out", "dinosr", name="other.pt")
+    code, err = convert_back_in_process(capsys, str(orbax), str(tmp_path / "out" / "new.pt"), "--config-json")
+    assert code == 1
+    assert "config.json exists and describes another model" in err
+    assert not (tmp_path / "out" / "new.pt").exists()
+    assert not (tmp_path / "out" / "new.config.json").exists()  # together or not at all
+    code, err = convert_back_in_process(capsys, str(orbax), str(tmp_path / "out" / "new.pt"), "--config-json",
+                                        "--overwrite")  # fmt: skip
+    assert code == 0, err
+    written = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert written["run"]["model_type"] == "spidr"
+    # What the converter reads back: the config under the .pt's name, before any config.json.
+    again = torch_to_orbax(tmp_path / "out" / "model.pt", tmp_path / "again", "spidr")
+    assert read_pretrained(again)[0] == read_pretrained(orbax)[0]
+
+
+def test_the_defaults_used_are_said_and_the_other_models_config_is_refused(tmp_path, capsys):
+    model, cfg = reference_model("dinosr", seed=14)  # base DinoSR: the same keys and shapes as base SpidR
+    torch.save({"model": model.state_dict()}, tmp_path / "model.pt")
+    code, err = convert_in_process(capsys, "--model", "spidr", str(tmp_path / "model.pt"), str(tmp_path / "o"))
+    assert code == 0, err
+    assert err.splitlines()[0] == (
+        f"note: no config file beside {tmp_path / 'model.pt'} (model.config.json or config.json): converted with "
+        "SpidR base's configuration (--model spidr); for another model, give its config"
+    )
+    # A whole DinoSR model section (the reference writes every field) with --model spidr: refused.
+    config = {"model": dataclasses.asdict(cfg)}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    code, err = convert_in_process(capsys, "--model", "spidr", str(tmp_path / "model.pt"), str(tmp_path / "o2"))
+    assert code == 1
+    assert err.strip().splitlines() == [
+        f"error: {tmp_path / 'config.json'}: its model fields describe a dinosr model, but --model is 'spidr'"
+    ]
+    assert not (tmp_path / "o2").exists()
+
+
+def convert_back_in_process(capsys, *args: str) -> tuple[int, str]:
+    """Run `python -m spidr_jax.convert orbax-to-torch ARGS` here: (exit code, stderr)."""
+    capsys.readouterr()
+    try:
+        convert_cli.main(["orbax-to-torch", *args])
+        code = 0
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    return code, capsys.readouterr().err

@@ -188,3 +188,36 @@ def test_a_relative_workdir_is_read(tmp_path, monkeypatch):
     cfg, _, step = read_workdir("run", teacher=False)
     assert step == 0
     assert cfg == TINY
+
+
+def test_validate_says_what_it_scored_left_out_and_failed(tmp_path):
+    from spidr_jax.train.validate import validate_checkpoint
+
+    rng = np.random.default_rng(1)
+    waves = {f"ok{i}": (0.1 * rng.standard_normal(SR)).astype(np.float32) for i in range(4)}
+    nan = waves["ok0"].copy()
+    nan[3] = np.nan
+    waves["nan"] = nan
+    manifest = write_rows(tmp_path, waves)
+    sf.write(tmp_path / "stereo.wav", np.zeros((SR, 2), np.float32), SR)
+    lines = manifest.read_text().splitlines()
+    lines += [f"stereo,{tmp_path / 'stereo.wav'},{SR}", f"gone,{tmp_path / 'gone.wav'},{SR}"]
+    manifest.write_text("\n".join(lines) + "\n")
+    data = DataConfig(manifest=str(manifest), min_sample_size=0, max_sample_size=SR, max_batch_length=2 * SR,
+                      num_workers=0, num_static_shapes=1)  # fmt: skip
+    cfg = small_config(tmp_path / "run", data=data, optimizer=OptimizerConfig(dtype="float32"))
+    (tmp_path / "run").mkdir()
+    record_start(cfg, tmp_path / "run", 0)
+    _, state = new_train_state(build_model(TINY, seed=0), cfg.optimizer, 0)
+    checkpoints = RunCheckpoints(tmp_path / "run")
+    checkpoints.save(state, {"step": 0})
+    checkpoints.close()
+    said: list[str] = []
+    [record] = validate_checkpoint(tmp_path / "run", None, [f"dev={manifest}"], progress=False, say=said.append)
+    assert said[0] == f"checkpoint: {tmp_path / 'run'} (training workdir, step 0)"
+    assert said[1].startswith("warning: dev: left out: 2 of 7 files unusable (")
+    assert f"{tmp_path / 'stereo.wav'}: 2 channels, expected mono" in said[1]
+    assert f"{tmp_path / 'gone.wav'}: no such file" in said[1]
+    assert said[2] == "dev: 5 files scored, 2 left out, 1 failed to decode"
+    assert f"{tmp_path / 'nan.wav'}: non-finite samples (1 NaN or infinite)" in said[3]
+    assert np.isfinite(record["loss"])  # the NaN file's row was replaced, not scored
