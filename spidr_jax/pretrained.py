@@ -163,6 +163,12 @@ def read_workdir(path: str | Path, step: int | None = None, *, teacher: bool = T
     return cfg, tree, step
 
 
+def describe_checkpoint(path: str | Path, model: DinoSR) -> str:
+    """`PATH (converted model, step N)` or `PATH (training workdir, step N)`: what every command prints first."""
+    kind = "training workdir" if is_training_workdir(path) else "converted model"
+    return f"{Path(path).resolve()} ({kind}, step {int(np.asarray(model.current_step[...]))})"
+
+
 def load_pretrained(
     path: str | Path, *, dtype: jnp.dtype = jnp.float32, teacher: bool = True, step: int | None = None
 ) -> DinoSR:

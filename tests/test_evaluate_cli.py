@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from spidr.models.metrics import units_quality as reference_units_quality
 
 from spidr_jax import demo
@@ -99,3 +100,55 @@ def test_demo_run_reports_units_before_and_after(tmp_path):
     table = result.stdout.split("units quality on dev")[1].splitlines()[2:5]
     assert [line.split()[0] for line in table] == ["2", "3", "4"]
     assert "n/a" not in "\n".join(table)
+
+
+def test_units_says_what_it_scored_skipped_and_failed(checkpoint, tmp_path):
+    manifest, alignments = demo.manifest_path("dev"), demo.alignments_path("dev")
+    rows = manifest.read_text().splitlines()
+    # Two aligned files (one a stereo copy, averaged as read), one without alignment, one missing.
+    header, first, second, third = rows[0], rows[1], rows[2], rows[3]
+    fileid, path = first.split(",")[0], first.split(",")[1]
+    wave, rate = sf.read(path, dtype="float32")
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.stack([wave, wave], axis=1), rate)
+    unaligned = third.replace(third.split(",")[0], "unaligned", 1)
+    gone = f"gone,{tmp_path / 'gone.wav'},16000"
+    (tmp_path / "m.csv").write_text("\n".join([header, second, unaligned, f"{fileid},{stereo},{len(wave)}", gone]))
+    result = evaluate("units", "--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "m.csv"),
+                      "--alignments", str(alignments), "--layer", "2")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"checkpoint: {checkpoint} (converted model, step 0)"
+    assert lines[1] == (
+        f"scored 2 files; 1 skipped (no alignment: unaligned); 1 failed ({tmp_path / 'gone.wav'}: no such file)"
+    )
+    assert "Warning" not in result.stderr
+    # No file scored: exit code 1, said in one line.
+    (tmp_path / "none.csv").write_text(f"{header}\ngone,{tmp_path / 'gone.wav'},16000\n")
+    none = evaluate("units", "--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "none.csv"),
+                    "--alignments", str(alignments), "--layer", "2")  # fmt: skip
+    assert none.returncode == 1
+    assert none.stderr.strip().splitlines()[-1].startswith("error: no file could be scored (scored 0 files;")
+
+
+def test_mfcc_baseline_and_the_plots_numbers(checkpoint, tmp_path):
+    manifest, alignments = demo.manifest_path("dev"), demo.alignments_path("dev")
+    baseline = evaluate("units", "--baseline", "mfcc", "--kmeans", "32", "--manifest", str(manifest),
+                        "--alignments", str(alignments), "--json")  # fmt: skip
+    assert baseline.returncode == 0, baseline.stderr[-2000:]
+    entry = json.loads(baseline.stdout)
+    assert entry["units"] == "MFCC k-means 32"
+    assert 0.1 < entry["pnmi"] < 1  # MFCC clusters carry phone information, unlike a random model's units
+    pytest.importorskip("matplotlib")
+    scored = evaluate("units", "--checkpoint", str(checkpoint), "--manifest", str(manifest), "--alignments",
+                      str(alignments), "--layer", "all", "--json")  # fmt: skip
+    quality = {entry["layer"]: entry for entry in map(json.loads, scored.stdout.splitlines())}
+    plotted = evaluate("plot", "codebooks", "--checkpoint", str(checkpoint), "--manifest", str(manifest),
+                       "--alignments", str(alignments), "--output", str(tmp_path / "c.png"))  # fmt: skip
+    assert plotted.returncode == 0, plotted.stderr[-2000:]
+    for line in plotted.stderr.splitlines():
+        if line.startswith("layer "):
+            layer, perplexity, active = line.split()[1].rstrip(":"), line.split()[3].rstrip(","), line.split()[5]
+            np.testing.assert_allclose(float(perplexity), quality[int(layer)]["codebook_perplexity"], rtol=1e-2)
+            assert int(active.split("/")[0]) == quality[int(layer)]["active_codewords"]
+    assert sum(line.startswith("layer ") for line in plotted.stderr.splitlines()) == 3

@@ -14,20 +14,29 @@ from spidr_jax.evaluate.kmeans import KMeansModel, fit_kmeans
 from spidr_jax.evaluate.units_quality import UnitsQuality, units_quality
 from spidr_jax.extract.inference import DEFAULT_BATCHING, Batching, model_outputs
 from spidr_jax.models import DinoSR
-from spidr_jax.models.layer_outputs import features_at, units_of_codebooks
+from spidr_jax.models.layer_outputs import OutputFunction, features_at, units_of_codebooks
 
 
-def collect(model: DinoSR, rows: Sequence[ManifestRow], output, batching: Batching) -> dict[str, np.ndarray]:  # noqa: ANN001
-    """Map each readable row's fileid to its output (unreadable ones are skipped with a warning)."""
+def collect_outputs(
+    model: DinoSR, rows: Sequence[ManifestRow], output: OutputFunction, batching: Batching
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Each readable row's output by fileid, and the rows that failed (location: reason)."""
     rows = list(rows)
-    out, failed = {}, []
+    out, failed = {}, {}
     for result in model_outputs(model, rows, output, batching):
         if result.error is None:
             out[rows[result.index].fileid] = result.value
         else:
-            failed.append(f"{rows[result.index].location}: {result.error}")
+            failed[rows[result.index].location] = result.error
+    return out, failed
+
+
+def collect(model: DinoSR, rows: Sequence[ManifestRow], output: OutputFunction, batching: Batching) -> dict:
+    """Map each readable row's fileid to its output (unreadable ones are left out with a one-line warning)."""
+    out, failed = collect_outputs(model, rows, output, batching)
     if failed:
-        warnings.warn(f"{len(failed)} files could not be read: {'; '.join(failed[:5])}", stacklevel=2)
+        listed = "; ".join(f"{location}: {reason}" for location, reason in list(failed.items())[:5])
+        warnings.warn(f"{len(failed)} files could not be read: {listed}", stacklevel=2)
     return out
 
 
