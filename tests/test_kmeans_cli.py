@@ -9,7 +9,7 @@ from spidr_jax import kmeans as kmeans_cli
 from spidr_jax.data.manifest import read_manifest
 from spidr_jax.data.subset import sample_hours
 from spidr_jax.evaluate.kmeans import KMeansModel
-from spidr_jax.evaluate.kmeans_file import read_kmeans_file
+from spidr_jax.storage.kmeans_file import read_kmeans_file
 from tests.extraction_setup import hide_launcher, read_units, run_extract, tiny_corpus
 
 LENGTHS = [16000, 9000, 12000, 7000, 11000, 8000]

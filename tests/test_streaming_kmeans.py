@@ -9,9 +9,9 @@ import pytest
 
 from spidr_jax.data.manifest import ManifestRow
 from spidr_jax.data.subset import sample_hours
-from spidr_jax.evaluate.kmeans_file import KMeansFile, KMeansFileError, read_kmeans_file, write_kmeans_file
 from spidr_jax.evaluate.kmeans_state import KMeansStateError
 from spidr_jax.evaluate.streaming_kmeans import ProcessGroup, fit_streaming_kmeans, jax_process_group
+from spidr_jax.storage.kmeans_file import KMeansFile, KMeansFileError, read_kmeans_file, write_kmeans_file
 
 
 def utterances(seed=0, *, count=80, frames=250, dim=16, clusters=60, speakers=8):

@@ -15,12 +15,12 @@ import numpy as np
 
 from spidr_jax.data.manifest import ManifestRow
 from spidr_jax.data.padded_batches import PaddedBatch
-from spidr_jax.evaluate.kmeans_file import KMeansFile, write_kmeans_file
 from spidr_jax.evaluate.kmeans_state import remove_state
 from spidr_jax.evaluate.streaming_kmeans import StreamingKMeans, fit_streaming_kmeans, jax_process_group
 from spidr_jax.extract.inference import Batching, model_outputs, plan
 from spidr_jax.models import DinoSR
 from spidr_jax.models.layer_outputs import features_at
+from spidr_jax.storage.kmeans_file import KMeansFile, write_kmeans_file
 
 
 class CorpusFeatures:

@@ -19,7 +19,6 @@ import numpy as np
 from spidr_jax.data.manifest import ManifestError, ManifestRow, read_manifest
 from spidr_jax.data.scan import at_model_rate
 from spidr_jax.errors import UserError
-from spidr_jax.evaluate.kmeans_file import KMeansFile, read_kmeans_file
 from spidr_jax.extract.features_file import FeatureWriter, tree_names
 from spidr_jax.extract.inference import Batching, model_outputs, plan
 from spidr_jax.extract.processes import Processes, split_rows
@@ -31,6 +30,7 @@ from spidr_jax.models.attention_kernel import attention_kernel
 from spidr_jax.models.layer_outputs import OutputFunction, check_layer, features_at, kmeans_units_at, units_at
 from spidr_jax.pretrained import is_training_workdir, model_from_tree, read_pretrained
 from spidr_jax.progress import make_progress
+from spidr_jax.storage.kmeans_file import KMeansFile, read_kmeans_file
 from spidr_jax.storage.run_lock import RunLock
 
 LOCK_FILE = "extraction.lock"  # held by process 0 for the run: one extraction per output directory
