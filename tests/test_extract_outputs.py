@@ -20,15 +20,9 @@ from spidr_jax.data.manifest import ManifestRow
 from spidr_jax.extract.features_file import tree_names
 from spidr_jax.extract.units_file import deduplicate
 from spidr_jax.models.extractor import receptive_field
-from tests.extraction_setup import (
-    TINY,
-    hide_launcher,
-    read_units,
-    run_extract,
-    tiny_checkpoint,
-    write_audio,
-    write_manifest,
-)
+from tests.extraction_setup import TINY, hide_launcher, read_units, run_extract, write_manifest
+from tests.extraction_setup import tiny_checkpoint as make_checkpoint
+from tests.extraction_setup import write_audio as write_noise
 
 LENGTHS = [4000, 9000, 6400, 12000, 8000]
 
@@ -36,7 +30,7 @@ LENGTHS = [4000, 9000, 6400, 12000, 8000]
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> tuple[Path, list[str]]:
     root = tmp_path_factory.mktemp("extract_outputs")
-    return tiny_checkpoint(root / "model"), write_audio(root / "wav", LENGTHS)
+    return make_checkpoint(root / "model"), write_noise(root / "wav", LENGTHS)
 
 
 @pytest.fixture(autouse=True)

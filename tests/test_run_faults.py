@@ -42,13 +42,17 @@ def write_rows(root: Path, waves: dict[str, np.ndarray], subtype: str = "FLOAT")
     return root / "m.csv"
 
 
-def test_non_finite_samples_are_a_decode_failure_everywhere(tmp_path):
-    rng = np.random.default_rng(0)
-    waves = {f"ok{i}": (0.1 * rng.standard_normal(SR)).astype(np.float32) for i in range(6)}
+def noise_and_one_bad(count: int, name: str, at: int, value: float) -> dict[str, np.ndarray]:
+    """`count` files of 1 s of noise (`ok<i>`), and `name`: the first of them with `value` at sample `at`."""
+    rng = np.random.default_rng(count)
+    waves = {f"ok{i}": (0.1 * rng.standard_normal(SR)).astype(np.float32) for i in range(count)}
     bad = waves["ok0"].copy()
-    bad[7] = np.inf
-    waves["bad"] = bad
-    manifest = write_rows(tmp_path, waves)
+    bad[at] = value
+    return waves | {name: bad}
+
+
+def test_non_finite_samples_are_a_decode_failure_everywhere(tmp_path):
+    manifest = write_rows(tmp_path, noise_and_one_bad(6, "bad", 7, np.inf))
     with pytest.raises(AudioError, match=r"bad\.wav: non-finite samples \(1 NaN or infinite\)"):
         read_audio_file(tmp_path / "bad.wav")
     # data.verify_audio decodes every file in the scan: left out with its reason.
@@ -193,12 +197,7 @@ def test_a_relative_workdir_is_read(tmp_path, monkeypatch):
 def test_validate_says_what_it_scored_left_out_and_failed(tmp_path):
     from spidr_jax.train.validate import validate_checkpoint
 
-    rng = np.random.default_rng(1)
-    waves = {f"ok{i}": (0.1 * rng.standard_normal(SR)).astype(np.float32) for i in range(4)}
-    nan = waves["ok0"].copy()
-    nan[3] = np.nan
-    waves["nan"] = nan
-    manifest = write_rows(tmp_path, waves)
+    manifest = write_rows(tmp_path, noise_and_one_bad(4, "nan", 3, np.nan))
     sf.write(tmp_path / "stereo.wav", np.zeros((SR, 2), np.float32), SR)
     lines = manifest.read_text().splitlines()
     lines += [f"stereo,{tmp_path / 'stereo.wav'},{SR}", f"gone,{tmp_path / 'gone.wav'},{SR}"]

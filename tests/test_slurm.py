@@ -84,6 +84,31 @@ def assert_same_state(got: Path, expected: Path, rtol: float) -> None:
 CPU_JOB = ["--cpu", "-N", "1", "-G", "2", "-c", "1"]
 
 
+def saved_step(text: str) -> int:
+    """The step of the checkpoint a stopped run saved, from its log."""
+    saved = re.search(r"saved a checkpoint at step (\d+)", text)
+    assert saved, text[-3000:]
+    return int(saved.group(1))
+
+
+def wait_beside(
+    cluster: SlurmCluster, job_id: str, log: Path, single_args: list[str], *, env: dict[str, str], single_log: Path
+) -> str:
+    """Run `single_args` (the one-process reference) while the job runs; the job's final state.
+
+    The job is cancelled at the end, and the reference killed if still running.
+    """
+    reference = start_single(single_args, env, single_log)
+    try:
+        state = wait_ended(cluster, job_id, log)
+        finish_single(reference, single_log)
+    finally:
+        cluster.cancel(job_id)
+        if reference.poll() is None:
+            os.killpg(reference.pid, signal.SIGKILL)
+    return state
+
+
 def start_single(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """A plain process next to the jobs (the reference they are compared with); output to `log`."""
     with log.open("w") as out:
@@ -114,14 +139,8 @@ def two_task_run(slurm_cluster, manifest, cache, tmp_path_factory) -> tuple[Path
     # 1 process, 1 device with the budget of 2: the global batch of the job (2 rows on each of its 2 devices).
     single_args = [sys.executable, "-m", "spidr_jax.train", f"--config={TINY}",
                    *train_overrides(manifest, single, STEPS), "--config.data.max_batch_length=64000"]  # fmt: skip
-    reference = start_single(single_args, job_env(slurm_cluster, cache), root / "single.log")
-    try:
-        state = wait_ended(slurm_cluster, job_id, log)
-        finish_single(reference, root / "single.log")
-    finally:
-        slurm_cluster.cancel(job_id)
-        if reference.poll() is None:
-            os.killpg(reference.pid, signal.SIGKILL)
+    env = job_env(slurm_cluster, cache)
+    state = wait_beside(slurm_cluster, job_id, log, single_args, env=env, single_log=root / "single.log")
     text = read_log(log)
     assert state == "COMPLETED", f"job {job_id} {state}:\n{text[-3000:]}"
     return workdir, text, single
@@ -218,9 +237,7 @@ def test_the_time_limit_saves_requeues_and_resumes(two_task_run, slurm_cluster, 
         slurm_cluster.cancel(job_id)
     text = read_log(log)
     assert state == "COMPLETED", text[-3000:]
-    saved = re.search(r"saved a checkpoint at step (\d+)", text)
-    assert saved, text[-3000:]
-    assert 0 < int(saved.group(1)) < STEPS
+    assert 0 < saved_step(text) < STEPS
     assert f"job {job_id} (run 1)" in text
     assert "requeueing" in text
     assert f"job {job_id} (run 2)" in text
@@ -245,9 +262,7 @@ def test_scancel_saves_a_checkpoint_and_does_not_requeue(slurm_cluster, manifest
         slurm_cluster.cancel(job_id)
     text = read_log(log)
     assert state == "CANCELLED", text[-3000:]
-    saved = re.search(r"saved a checkpoint at step (\d+)", text)
-    assert saved, text[-3000:]
-    assert (workdir / "checkpoints" / saved.group(1)).is_dir()
+    assert (workdir / "checkpoints" / str(saved_step(text))).is_dir()
     assert slurm_cluster.job_field(job_id, "Restarts") == "0"
     assert "requeueing" not in text
     assert "not requeued" in text
@@ -335,14 +350,7 @@ def test_an_extraction_job_writes_what_one_process_writes(two_task_run, slurm_cl
     args = ["extract", *CPU_JOB, "-t", "10", "--dump", str(tmp_path / "dump"), *common, "--output", str(shared)]
     job_id, log = submit(args, env)
     single_args = [sys.executable, "-m", "spidr_jax.extract", *common, "--output", str(single)]
-    reference = start_single(single_args, env, tmp_path / "single.log")  # meanwhile: 1 process, 1 device
-    try:
-        state = wait_ended(slurm_cluster, job_id, log)
-        finish_single(reference, tmp_path / "single.log")
-    finally:
-        slurm_cluster.cancel(job_id)
-        if reference.poll() is None:
-            os.killpg(reference.pid, signal.SIGKILL)
+    state = wait_beside(slurm_cluster, job_id, log, single_args, env=env, single_log=tmp_path / "single.log")
     text = read_log(log)
     assert state == "COMPLETED", text[-3000:]
     assert "extraction finished" in text

@@ -112,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The options that go to sbatch as they are (fields of LaunchOptions and attributes of the parsed namespace).
+SLURM_OPTIONS = (
+    "account", "nodes", "gpus_per_node", "cpus_per_task", "mem_per_gpu", "time", "constraint", "partition", "qos",
+    "signal_lead",
+)  # fmt: skip
+
+
 def parse_options(argv: Sequence[str]) -> LaunchOptions:
     """The launch options from the command line (without the program name); raises `UsageError`."""
     args = list(argv)
@@ -122,16 +129,7 @@ def parse_options(argv: Sequence[str]) -> LaunchOptions:
     namespace, rest = parser.parse_known_args(args)
     options = LaunchOptions(
         mode=mode,
-        account=namespace.account,
-        nodes=namespace.nodes,
-        gpus_per_node=namespace.gpus_per_node,
-        cpus_per_task=namespace.cpus_per_task,
-        mem_per_gpu=namespace.mem_per_gpu,
-        time=namespace.time,
-        constraint=namespace.constraint,
-        partition=namespace.partition,
-        qos=namespace.qos,
-        signal_lead=namespace.signal_lead,
+        **{name: getattr(namespace, name) for name in SLURM_OPTIONS},
         dump=namespace.dump or Path(os.environ.get(DUMP_VARIABLE) or DEFAULT_DUMP),
         dry_run=namespace.dry_run,
         cpu=namespace.cpu,
