@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -88,6 +89,13 @@ def test_metrics_validation_and_bad_audio(corpus, env, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "rate.wav" in result.stdout
+    # The output is a file, not a terminal: a plain line every run.log_interval (1) steps.
+    logged = [line for line in result.stdout.splitlines() if re.match(r"step \d+/\d+: ", line)]
+    assert [line.split(":")[0] for line in logged] == ["step 1/4", "step 2/4", "step 3/4", "step 4/4"]
+    pattern = (
+        r"loss [\d.]+, target ppl [\d.]+, pred ppl [\d.]+, lr [\d.e-]+, grad norm [\d.e-]+, \d+ audio s/s, ETA \w+"
+    )
+    assert all(re.search(pattern, line) for line in logged), logged
     bad = [json.loads(line) for line in (workdir / "bad_audio.txt").read_text().splitlines()]
     assert bad == [{"path": str(corpus / "rate.wav"), "problem": "sample rate is 8000 Hz, expected 16000 Hz"}]
     scalars = read_scalars(workdir)

@@ -73,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             out = torch_to_orbax(args.input, args.output_dir, args.model, parse_overrides(args.set))
         else:
             out = orbax_to_torch(
-                args.input_dir, args.output, overwrite=args.overwrite, config_json=args.config_json, step=args.step
-            )
+                args.input_dir, args.output, overwrite=args.overwrite, config_json=args.config_json, step=args.step,
+                say=lambda line: print(line, file=sys.stderr),
+            )  # fmt: skip
     print(f"wrote {out}", file=sys.stderr)

@@ -23,7 +23,7 @@ from spidr_jax.convert.torch_files import (
 )
 from spidr_jax.convert.torch_layout import StateDictMismatchError, state_dict_to_tree, tree_to_state_dict
 from spidr_jax.errors import InputError, UserError
-from spidr_jax.pretrained import PretrainedFormatError, read_pretrained, save_pretrained
+from spidr_jax.pretrained import PretrainedFormatError, is_training_workdir, read_pretrained, save_pretrained
 from spidr_jax.storage.atomic import WriteError, write_atomically, write_text
 from spidr_jax.storage.file_modes import apply_umask
 from spidr_jax.storage.orbax_noise import stderr_dropped
@@ -116,19 +116,23 @@ def orbax_to_torch(
     overwrite: bool = False,
     config_json: bool = False,
     step: int | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Path:
     """Write {"model": state_dict} loadable with strict=True into the reference model of the same config.
 
     The model's config goes beside it as `<name>.config.json` (which `torch_to_orbax` reads back); with
     `config_json`, also as `config.json` in that folder, where the reference's `build_model(checkpoint=...)` looks.
     An existing output (or a `config.json` there that describes another model) is refused unless `overwrite`. The
-    files appear together or not at all. `step` picks a training workdir's checkpoint.
+    files appear together or not at all. `step` picks a training workdir's checkpoint; `say` hears which was read.
     """
     output_path = Path(output_path).resolve()
     targets = {output_path.with_name(f"{output_path.stem}.config.json"): "its config"}
     if config_json:
         targets[output_path.parent / "config.json"] = "config.json"
     cfg, tree = read_pretrained(Path(input_dir).resolve(), step=step)  # Orbax refuses relative paths
+    if say is not None:
+        kind = "training workdir" if is_training_workdir(input_dir) else "converted model"
+        say(f"checkpoint: {Path(input_dir).resolve()} ({kind}, step {int(tree['current_step'])})")
     config_text = json.dumps(reference_config(cfg), indent=2) + "\n"
     if not overwrite:
         _refuse_existing(output_path, targets, config_text)

@@ -15,15 +15,17 @@ from spidr_jax.evaluate.units_quality import UnitsQuality, units_quality
 from spidr_jax.extract.inference import DEFAULT_BATCHING, Batching, model_outputs
 from spidr_jax.models import DinoSR
 from spidr_jax.models.layer_outputs import OutputFunction, features_at, units_of_codebooks
+from spidr_jax.progress import track
 
 
 def collect_outputs(
-    model: DinoSR, rows: Sequence[ManifestRow], output: OutputFunction, batching: Batching
+    model: DinoSR, rows: Sequence[ManifestRow], output: OutputFunction, batching: Batching, *, progress: bool = True
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Each readable row's output by fileid, and the rows that failed (location: reason)."""
+    """Each readable row's output by fileid, and the rows that failed (location: reason); with a progress display."""
     rows = list(rows)
     out, failed = {}, {}
-    for result in model_outputs(model, rows, output, batching):
+    results = model_outputs(model, rows, output, batching)
+    for result in track(results, total=len(rows), description="running the model", disable=not progress):
         if result.error is None:
             out[rows[result.index].fileid] = result.value
         else:
@@ -33,7 +35,7 @@ def collect_outputs(
 
 def collect(model: DinoSR, rows: Sequence[ManifestRow], output: OutputFunction, batching: Batching) -> dict:
     """Map each readable row's fileid to its output (unreadable ones are left out with a one-line warning)."""
-    out, failed = collect_outputs(model, rows, output, batching)
+    out, failed = collect_outputs(model, rows, output, batching, progress=False)
     if failed:
         listed = "; ".join(f"{location}: {reason}" for location, reason in list(failed.items())[:5])
         warnings.warn(f"{len(failed)} files could not be read: {listed}", stacklevel=2)
