@@ -1,7 +1,9 @@
 """Feature and unit extraction over a manifest, written to disk resumably (the command line is `cli`).
 
 One process or several (each takes a share of the manifest, see `processes`); the output directory records its
-settings (`settings`) and holds only complete files (`output`); the model runs over padded batches (`inference`).
+settings (`settings`), is held by one extraction at a time (`extraction.lock`) and holds only complete files
+(`units_file`, `features_file`; `unit_formats` renders the units for the next tools at the end); the model runs
+over padded batches (`inference`).
 """
 
 from __future__ import annotations
