@@ -10,7 +10,6 @@ would have ended with, without the attempts. It reads only device files; it neve
 
 from __future__ import annotations
 
-import glob
 import os
 import sys
 from pathlib import Path
@@ -24,9 +23,9 @@ def has_accelerator() -> bool:
     """Whether this machine shows a TPU chip or a GPU driver's device."""
     if any(Path(path).exists() for path in GPU_DEVICE_FILES):
         return True
-    for vendor_file in glob.glob("/sys/bus/pci/devices/*/vendor"):
+    for vendor_file in Path("/sys/bus/pci/devices").glob("*/vendor"):
         try:
-            if Path(vendor_file).read_text(encoding="ascii").strip() == GOOGLE_PCI_VENDOR:
+            if vendor_file.read_text(encoding="ascii").strip() == GOOGLE_PCI_VENDOR:
                 return True
         except OSError:
             continue

@@ -43,12 +43,12 @@ def check(
     flop_counter: FlopCounter | None = None,
     hlo_dir: str | Path | None = None,
 ) -> list[AotRecord]:
-    """Compile the training step of `cfg` for `target` (a name like "v5p-128" or a `Target`), every batch shape
-    and phase (`quick`: only the shape with the most samples per device); one record each, in shape order.
+    """Compile the training step of `cfg` for `target` ("v5p-128" or a `Target`): one record per shape and phase.
 
-    Raises `UnknownTargetError` (a bad name) or `CompilerUnavailableError` (no libtpu / CUDA plugin). A shape that
-    does not fit is a record with `fits=False` and its `message`, not an error. `hlo_dir`: write each compiled
-    program's optimized HLO there (`<target>_<rows>x<samples>_<phase>.hlo.txt`).
+    Every batch shape of the run and every phase it reaches (`quick`: only the shape with the most samples per
+    device), in shape order. Raises `UnknownTargetError` (a bad name) or `CompilerUnavailableError` (no libtpu
+    or CUDA plugin). A shape that does not fit is a record with `fits=False` and its `message`, not an error.
+    `hlo_dir`: write each compiled program's optimized HLO there (`<target>_<rows>x<samples>_<phase>.hlo.txt`).
     """
     use_cpu_only()
     if isinstance(target, str):

@@ -1,4 +1,4 @@
-"""`python -m spidr_jax.aot`: will this config's training step fit a TPU slice or GPU node, and what will it cost?
+"""`python -m spidr_jax.aot`: does a config's training step fit a TPU slice or GPU node, and what does it cost.
 
     python -m spidr_jax.aot --config=configs/base.py --target=v5p-128 --target=h100x8
     python -m spidr_jax.aot --config=configs/base.py --target=v5e-8 --quick --config.data.max_batch_length=1600000

@@ -51,7 +51,7 @@ class Phase:
 
     @property
     def name(self) -> str:
-        """"training" or "frozen" (extractor)."""
+        """The phase's name: "training" (the extractor trains) or "frozen"."""
         return "frozen" if self.extractor_frozen else "training"
 
 
@@ -87,7 +87,8 @@ class TargetStep:
 
     def lower(self, shape: BatchShape, phase: Phase) -> jax.stages.Lowered:
         """The step lowered for one shape (rows of every device) and phase."""
-        (batch,) = abstract_batches(self.cfg, [(shape.global_batch, shape.samples)], {shape.samples: shape.frames}, self.mesh)
+        shapes, frames = [(shape.global_batch, shape.samples)], {shape.samples: shape.frames}
+        (batch,) = abstract_batches(self.cfg, shapes, frames, self.mesh)
         return self.step_fn.lower(self.state, batch, extractor_frozen=phase.extractor_frozen)
 
     def compile_all(

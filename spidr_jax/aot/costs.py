@@ -76,7 +76,8 @@ def roofline(flops: float, bytes_moved: float, target: Target, dtype: str, shape
     compute = flops / target.peak_flops(dtype)
     memory = bytes_moved / target.chip.bandwidth
     seconds = max(compute, memory)
-    return Bound(seconds, "compute" if compute >= memory else "memory bandwidth", shape.audio_seconds_per_device / seconds)
+    limited_by = "compute" if compute >= memory else "memory bandwidth"
+    return Bound(seconds, limited_by, shape.audio_seconds_per_device / seconds)
 
 
 class FlopCounter:
@@ -95,7 +96,8 @@ class FlopCounter:
         if key not in self.counted:
             mesh = data_mesh(jax.devices("cpu")[:1])
             state, step_fn = step_for_mesh(self.cfg, mesh, "cpu", scan=False)
-            (batch,) = abstract_batches(self.cfg, [(shape.batch_per_device, shape.samples)], {shape.samples: shape.frames}, mesh)
+            rows = [(shape.batch_per_device, shape.samples)]
+            (batch,) = abstract_batches(self.cfg, rows, {shape.samples: shape.frames}, mesh)
             lowered = step_fn.lower(state, batch, extractor_frozen=phase.extractor_frozen)
             self.counted[key] = float(lowered.cost_analysis()["flops"])
         return self.counted[key]

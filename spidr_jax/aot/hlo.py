@@ -206,25 +206,28 @@ class _Module:
             return 2 * _hbm_bytes(operand_types[1])
         if not held:
             return output + sum(_hbm_bytes(text) for text in operand_types)
-        # A fusion: parameters that are only sliced count their slices; an in-place updated buffer its update.
+        return self._fusion_bytes(operand_types, output, held)
+
+    def _fusion_bytes(self, operand_types: list[str], output: float, held: list[Instruction]) -> float:
+        """A fusion's bytes: parameters only sliced inside count their slices, a buffer updated in place its update."""
         parameters = {int(p.argument): p.name for p in held if p.opcode == "parameter" and p.argument.isdigit()}
         users: dict[str, list[Instruction]] = {}
         for inner in held:
             for operand in inner.operands:
                 users.setdefault(operand, []).append(inner)
-        in_place = {op.operands[0] for op in held if op.opcode == "dynamic-update-slice" and op.operands}
+        updates = [op for op in held if op.opcode == "dynamic-update-slice" and len(op.operands) > 1]
+        in_place = {op.operands[0] for op in updates}
         total = 0.0
         for index, text in enumerate(operand_types):
             parameter = parameters.get(index, "")
             uses = users.get(parameter, [])
             if parameter in in_place:
                 continue
-            if uses and all(use.opcode in SLICING and use.operands[0] == parameter for use in uses):
-                total += min(_hbm_bytes(text), sum(_hbm_bytes(use.type_text) for use in uses))
-            else:
-                total += _hbm_bytes(text)
-        updates = [op for op in held if op.opcode == "dynamic-update-slice" and len(op.operands) > 1]
-        if updates and in_place:
+            sliced = uses and all(use.opcode in SLICING and use.operands[0] == parameter for use in uses)
+            total += (
+                min(_hbm_bytes(text), sum(_hbm_bytes(use.type_text) for use in uses)) if sliced else _hbm_bytes(text)
+            )
+        if in_place:
             return total + sum(_hbm_bytes(self.types.get(op.operands[1], "")) for op in updates)
         return total + output
 
@@ -278,17 +281,21 @@ def _element_types(type_texts: list[str]) -> set[str]:
     return {dtype for text in type_texts for dtype, _, _ in ARRAY.findall(text) if dtype not in ("s8", "u8")}
 
 
+LIBRARY_KINDS = (
+    ("attention", ("fmha", "attention", "flash")),
+    ("convolution", ("conv",)),
+    ("matmul", ("matmul", "gemm", "cublas")),
+)
+
+
 def _kind(instruction: Instruction, held: list[Instruction]) -> str:
     opcodes = {op.opcode for op in held}
-    if instruction.opcode == "custom-call" or "custom-call" in opcodes:
+    if "custom-call" in opcodes:
         target = re.search(r'custom_call_target="([^"]*)"', instruction.attributes)
         name = (target.group(1) if target else "").lower()
-        if "fmha" in name or "attention" in name or "flash" in name:
-            return "attention"
-        if "conv" in name:
-            return "convolution"
-        if "matmul" in name or "gemm" in name or "cublas" in name:
-            return "matmul"
+        library = next((kind for kind, words in LIBRARY_KINDS if any(word in name for word in words)), None)
+        if library:
+            return library
     if any(op.removesuffix("-start") in COLLECTIVES for op in opcodes):
         return "collective"
     if "convolution" in opcodes:
@@ -298,8 +305,8 @@ def _kind(instruction: Instruction, held: list[Instruction]) -> str:
     return "other"
 
 
-def _frame_functions(text: str) -> dict[int, str]:
-    """Stack frame id -> the innermost project function on its stack ("models/conv_block.py:ConvBlock.convolve")."""
+def _tables(text: str) -> dict[str, dict[int, str]]:
+    """The numbered tables after the computations (FileNames, FunctionNames, FileLocations, StackFrames)."""
     tables: dict[str, dict[int, str]] = {}
     current = None
     for line in text.splitlines():
@@ -309,29 +316,36 @@ def _frame_functions(text: str) -> dict[int, str]:
             current[int(row.group(1))] = row.group(2)
         elif line.strip():
             current = None
+    return tables
+
+
+def _frame_functions(text: str) -> dict[int, str]:
+    """Stack frame id -> the innermost project function on its stack ("models/conv_block:ConvBlock.convolve")."""
+    tables = _tables(text)
     files = {k: v.strip('"') for k, v in tables.get("FileNames", {}).items()}
     functions = {k: v.strip('"') for k, v in tables.get("FunctionNames", {}).items()}
     locations: dict[int, str] = {}
     for key, row in tables.get("FileLocations", {}).items():
-        file_id, function_id = re.search(r"file_name_id=(\d+)", row), re.search(r"function_name_id=(\d+)", row)
-        if file_id and function_id and (project := PROJECT_FILE.search(files.get(int(file_id.group(1)), ""))):
-            locations[key] = f"{project.group(1)}:{functions.get(int(function_id.group(1)), '?')}"
-    frames: dict[int, tuple[int, int]] = {}
-    for key, row in tables.get("StackFrames", {}).items():
-        location, parent = re.search(r"file_location_id=(\d+)", row), re.search(r"parent_frame_id=(\d+)", row)
-        frames[key] = (int(location.group(1)) if location else 0, int(parent.group(1)) - 1 if parent else 0)
+        file_id, function_id = _number(row, "file_name_id"), _number(row, "function_name_id")
+        if project := PROJECT_FILE.search(files.get(file_id, "")):
+            locations[key] = f"{project.group(1)}:{functions.get(function_id, '?')}"
+    # Each frame: (its location, its caller); XLA writes the caller's id + 1 (0: none).
+    frames = {key: (_number(row, "file_location_id"), _number(row, "parent_frame_id") - 1) for key, row in
+              tables.get("StackFrames", {}).items()}  # fmt: skip
     innermost: dict[int, str] = {}
     for key in frames:
-        current_frame, seen = key, set()
-        while current_frame in frames and current_frame not in seen:  # parents are callers; XLA writes id + 1
-            seen.add(current_frame)
-            location, parent = frames[current_frame]
+        frame, seen = key, set()
+        while frame in frames and frame not in seen and key not in innermost:
+            seen.add(frame)
+            location, frame = frames[frame]
             if location in locations:
                 innermost[key] = locations[location]
-                break
-            current_frame = parent
     return innermost
 
+
+def _number(row: str, key: str) -> int:
+    match = re.search(rf"{key}=(\d+)", row)
+    return int(match.group(1)) if match else 0
 
 
 def _is_convolution(op: Instruction) -> bool:
@@ -339,4 +353,6 @@ def _is_convolution(op: Instruction) -> bool:
     if op.opcode != "convolution":
         return False
     window = re.search(r"window=\{size=([\dx]+)", op.attributes)
-    return window is not None and "dot_general" not in op.attributes and any(s != "1" for s in window.group(1).split("x"))
+    return (
+        window is not None and "dot_general" not in op.attributes and any(s != "1" for s in window.group(1).split("x"))
+    )

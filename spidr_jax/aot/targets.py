@@ -122,7 +122,7 @@ class Target:
 
     @property
     def platform(self) -> Platform:
-        """"tpu" or "gpu"."""
+        """The compiler platform: "tpu" or "gpu"."""
         return self.chip.platform
 
     def peak_flops(self, dtype: str) -> float:
@@ -146,7 +146,7 @@ def _gpu_target(name: str, model: str, count: int, slices: int) -> Target:
     if model not in GPU_SPECS:
         raise UnknownTargetError(f"--target={name}: unknown GPU {model!r}; {_listing()}")
     if count < GPUS_PER_NODE or count % GPUS_PER_NODE:
-        raise UnknownTargetError(f"--target={name}: GPU targets are whole nodes of {GPUS_PER_NODE} ({model}x8, x16, ...)")
+        raise UnknownTargetError(f"--target={name}: GPU targets are nodes of {GPUS_PER_NODE} ({model}x8, x16, ...)")
     if slices != 1:
         raise UnknownTargetError(f"--slices applies to TPU slices; for several GPU nodes name the GPUs ({model}x16)")
     nodes = count // GPUS_PER_NODE

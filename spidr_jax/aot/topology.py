@@ -25,16 +25,20 @@ AOT_EXTRA = 'pip install -e ".[aot]"'  # brings libtpu and the CUDA compiler plu
 
 
 class CompilerUnavailableError(UsageError):
-    """This installation has no compiler for the target's platform (exit code 2, like a misspelled target)."""
+    """No compiler for the target's platform is installed (exit code 2, like a misspelled target)."""
 
 
 def quiet_libtpu(accelerator_type: str) -> None:
     """Tell libtpu it runs on one host of a known slice, so that it prints no warnings when it loads.
 
+    Also let other processes load libtpu meanwhile (its lock file guards a TPU's devices, never used here).
+
     Without these, libtpu looks for a Cloud TPU VM's metadata and prints warnings about TPU_WORKER_HOSTNAMES and
     InitGoogle. Set only in this process (and only where unset): it never initializes a TPU here.
     """
     os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    # libtpu lets one process at a time load it (a lock file in /tmp): several checks may run at once.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
     os.environ.setdefault("TPU_ACCELERATOR_TYPE", accelerator_type)
 
@@ -77,7 +81,7 @@ def gpu_target_config(target: Target) -> str:
 def _describe(target: Target, **options: object) -> topologies.TopologyDescription:
     try:
         return topologies.get_topology_desc(**options)
-    except Exception as error:  # the plugin's own errors (a topology or config it cannot read): one line, exit 2
+    except Exception as error:  # noqa: BLE001 - the plugin's errors (a topology or config it cannot read): one line
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CompilerUnavailableError(
             f"--target={target.name}: this jaxlib ({jax.__version__}) cannot compile for it: {first_line}"
