@@ -53,14 +53,18 @@ def breakdown(hlo_text: str) -> dict:
         entry = parts.setdefault(part_of(kernel.source), Counter())
         entry["launches"] += kernel.launches
         entry["bytes"] += kernel.bytes * kernel.launches
-    float32 = Counter(kernel.source or kernel.name for kernel in count.kernels for _ in range(kernel.launches)
-                      if kernel.float32_product)  # fmt: skip
+    float32: Counter = Counter()
+    for kernel in count.kernels:
+        if kernel.float32_product:
+            float32[kernel.source or kernel.name] += kernel.launches
     return {
         "bytes": total,
         "launches": dict(count.launches),
         "bytes_by_kind": {kind: value / total for kind, value in count.bytes_by("kind").items()},
-        "parts": {name: {"launches": c["launches"], "bytes": c["bytes"], "share": c["bytes"] / total}
-                  for name, c in sorted(parts.items(), key=lambda item: -item[1]["bytes"])},  # fmt: skip
+        "parts": {
+            name: {"launches": c["launches"], "bytes": c["bytes"], "share": c["bytes"] / total}
+            for name, c in sorted(parts.items(), key=lambda item: -item[1]["bytes"])
+        },
         "float32_products": dict(float32.most_common()),
         "loops_without_trip_count": count.loops_without_trip_count,
     }

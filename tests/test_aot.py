@@ -39,7 +39,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def tiny_config():  # noqa: ANN201
+def tiny_config():
     return parse_config([arg.replace("configs/", f"{ROOT}/configs/") for arg in TINY])
 
 
@@ -48,7 +48,7 @@ def run_aot(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env, check=False)
 
 
-def assert_costs(record) -> None:  # noqa: ANN001
+def assert_costs(record) -> None:
     assert record.fits, record.message
     assert record.flops > 0
     assert record.bytes_accessed > 0
@@ -144,7 +144,8 @@ def test_bad_target_is_one_line_and_exit_2() -> None:
     assert "v5q-8" in result.stderr
     listing = run_aot("--list-targets")
     assert listing.returncode == 0
-    assert "v5p-128" in listing.stdout and "h100x8" in listing.stdout
+    assert "v5p-128" in listing.stdout
+    assert "h100x8" in listing.stdout
 
 
 # ---- compiled for targets ---------------------------------------------------------------------------------
@@ -153,7 +154,8 @@ def test_bad_target_is_one_line_and_exit_2() -> None:
 def test_single_host_tpu_slice(tpu_records: list) -> None:
     (record,) = tpu_records  # one shape (no manifest), one phase (tiny's freeze_step is beyond max_steps)
     assert (record.target, record.devices, record.hosts, record.platform) == ("v5p-8", 4, 1, "tpu")
-    assert record.shape["batch_per_device"] == 4 and record.shape["global_batch"] == 16
+    assert record.shape["batch_per_device"] == 4
+    assert record.shape["global_batch"] == 16
     assert_costs(record)
 
 
@@ -161,7 +163,7 @@ def test_one_gpu_node(gpu_records: list) -> None:
     (record,) = gpu_records
     assert (record.target, record.devices, record.hosts, record.platform) == ("h100x8", 8, 1, "gpu")
     assert_costs(record)
-    assert record.kernels["collective"] > 0  # the gradients' and codebook statistics' all-reduces
+    assert record.kernels["collective"] > 0  # the all-reduces of the gradients and codebook statistics
 
 
 def test_flops_agree_with_the_cpu_compiled_step(tpu_records: list, gpu_records: list) -> None:
@@ -183,8 +185,11 @@ def test_over_budget_on_a_tpu_is_the_compilers_refusal_in_one_line() -> None:
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1
-    assert "v5e-8" in errors[0] and "80000 x 8000" in errors[0] and "15.75 GiB available" in errors[0]
-    assert "data.max_batch_length=" in errors[0] and "run.remat" in errors[0]
+    assert "v5e-8" in errors[0]
+    assert "80000 x 8000" in errors[0]
+    assert "15.75 GiB available" in errors[0]
+    assert "data.max_batch_length=" in errors[0]
+    assert "run.remat" in errors[0]
 
 
 @pytest.mark.slow
@@ -194,7 +199,9 @@ def test_over_budget_on_a_gpu_is_the_memory_comparison_in_one_line() -> None:
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1
-    assert "h100x8" in errors[0] and "4 x 8000" in errors[0] and "GiB available" in errors[0]
+    assert "h100x8" in errors[0]
+    assert "4 x 8000" in errors[0]
+    assert "GiB available" in errors[0]
 
 
 @pytest.mark.slow
