@@ -7,6 +7,7 @@ Small configs (configs/tiny.py in bfloat16 with 0.5 s crops); each deviceless co
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import subprocess
 import sys
@@ -34,7 +35,7 @@ TINY = [
     "--config.data.max_batch_length=32000",  # 4 rows of 0.5 s per device
 ]
 pytestmark = pytest.mark.skipif(
-    not all(__import__("importlib").util.find_spec(name) for name in ("libtpu", "jax_plugins.xla_cuda13")),
+    not all(importlib.util.find_spec(name) for name in ("libtpu", "jax_plugins.xla_cuda13")),
     reason='the aot extra is not installed (pip install -e ".[aot]")',
 )
 
