@@ -237,3 +237,15 @@ def test_dinosr_compiles() -> None:
     )
     (record,) = check(dinosr, "v5e-8")
     assert_costs(record)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("nvidia.cudnn") is None, reason="nvidia-cudnn-cu13 is not installed")
+def test_cudnn_attention_compiles_to_cudnns_fused_kernel() -> None:
+    """run.attention=cudnn on a GPU node: every attention (tiny has no attention dropout) is cuDNN's fused kernel."""
+    cfg = tiny_config()
+    cudnn = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, attention="cudnn"))
+    (record,) = check(cudnn, "h100x8")
+    assert_costs(record)
+    layers = cfg.model.encoder_num_layers
+    assert record.kernels["attention"] == 3 * layers  # student and teacher forward, student backward

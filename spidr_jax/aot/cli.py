@@ -76,10 +76,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         flop_counter = FlopCounter(cfg)
         records = []
         for target in targets:
-            records += check(
-                cfg, target, quick=args.quick, progress=not args.no_progress, flop_counter=flop_counter,
-                hlo_dir=args.hlo_dir,
-            )  # fmt: skip
+            try:
+                records += check(
+                    cfg, target, quick=args.quick, progress=not args.no_progress, flop_counter=flop_counter,
+                    hlo_dir=args.hlo_dir,
+                )  # fmt: skip
+            except ConfigError as error:  # a setting the target cannot run (run.attention=cudnn on a TPU)
+                raise UsageError(f"--target={target.name}: {error}") from None
         if args.json:
             for record in records:
                 print(record.to_json())

@@ -12,6 +12,7 @@ Lowering (tracing) runs in turn; the compilations run at once in threads, as the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import time
@@ -130,6 +131,8 @@ def step_for_mesh(cfg: Config, mesh: Mesh, platform: str, *, scan: bool | None =
     """
     dtype = COMPUTE_DTYPES[cfg.optimizer.dtype]
     model = nnx.eval_shape(lambda: build_model(cfg.model, dtype=dtype))
+    if platform == "cpu" and cfg.run.attention == "cudnn":  # counting FLOPs: the same attention, computed by XLA
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, attention="xla"))
     configure_execution(model, cfg, platform)
     if scan is not None:
         from spidr_jax.models.layer_stack import LayerExecution  # noqa: PLC0415
