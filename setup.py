@@ -13,7 +13,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["spidr_jax", "spidr_jax.*"]),
     include_package_data=True,
-    package_data={"spidr_jax": ["demo/corpus/**/*"]},
+    package_data={"spidr_jax": ["demo/corpus/**/*", "aot/gpu_specs/*.txtpb"]},
     install_requires=[
         "jax>=0.10",
         "flax>=0.12.8",
@@ -31,5 +31,15 @@ setup(
         "abx": ["fastabx; python_version >= '3.12'"],
         "plot": ["matplotlib"],
         "test": ["pytest>=8", "pytest-xdist>=3.5", "torch>=2.8", "matplotlib", "scikit-learn>=1.4"],
+        # python -m spidr_jax.aot: the TPU compiler (libtpu) and JAX's CUDA compiler plugin, at the versions the
+        # installed jax needs. They move together with jax: take libtpu's version from `jax[tpu]==X`'s requirements
+        # and set the two CUDA packages to X, then check spidr_jax/aot/gpu_specs/ still parse (tests/test_aot.py).
+        # nvidia-cudnn-cu13 lets the compiler build cuDNN's fused attention (run.attention=cudnn).
+        "aot": [
+            "libtpu==0.0.42.1",
+            "jax-cuda13-pjrt==0.10.2",
+            "jax-cuda13-plugin==0.10.2",
+            "nvidia-cudnn-cu13>=9.12,<10",
+        ],
     },
 )

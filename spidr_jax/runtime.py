@@ -65,6 +65,9 @@ def enable_compilation_cache(directory: str | Path | None = None) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    # On GPUs, XLA's autotuning results (most of a step's compile time there) are kept per fusion in the same
+    # directory, so other batch shapes and later runs reuse them (JAX's default, set here so that it stays so).
+    jax.config.update("jax_persistent_cache_enable_xla_caches", "xla_gpu_per_fusion_autotune_cache_dir")
     # A program that cannot be written (a full disk) or read back (an entry cut short by one) is compiled again:
     # no cause for a warning; a full disk gets its own one-line error where it matters (checkpoints, outputs).
     warnings.filterwarnings("ignore", message="Error (writing|reading) persistent compilation cache entry")

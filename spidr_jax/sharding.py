@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 
-def data_mesh(devices: list | None = None) -> Mesh:
-    """A 1-D mesh named 'data' over `devices` (all devices by default), with Auto axes."""
-    devices = jax.devices() if devices is None else devices
+def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh named 'data' over `devices` (all devices by default), with Auto axes.
+
+    Devices of several TPU slices (multi-slice) are ordered slice by slice, each slice in its physical order
+    (`jax.make_mesh` alone refuses devices of several slices).
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    num_slices = len({getattr(device, "slice_index", 0) for device in devices})
+    if num_slices > 1:
+        grid = mesh_utils.create_hybrid_device_mesh((len(devices) // num_slices,), (num_slices,), devices)
+        return Mesh(grid.reshape(-1), ("data",), axis_types=(AxisType.Auto,))
     return jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,), devices=devices)
 
 

@@ -13,7 +13,7 @@ VENV_PYTHON=.venv/bin/python
 
 # CPU build of torch for the reference; elsewhere add: --index-url https://download.pytorch.org/whl/cpu
 "$VENV_PYTHON" -m pip install --quiet "torch==2.13.0" ${TORCH_PIP_ARGS:-}
-"$VENV_PYTHON" -m pip install --quiet -e ".[test]"
+"$VENV_PYTHON" -m pip install --quiet -e ".[test,aot]"  # aot: TPU and GPU compilers for tests/test_aot.py
 # The reference declares Python >= 3.12 and heavy training extras; its model code runs on 3.11 without them.
 "$VENV_PYTHON" -m pip install --quiet --no-deps --ignore-requires-python "spidr==0.2.0"
 

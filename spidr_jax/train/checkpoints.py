@@ -21,12 +21,12 @@ from jax.experimental import multihost_utils
 from spidr_jax.config.model import DinoSRConfig
 from spidr_jax.config.run import OptimizerConfig
 from spidr_jax.errors import UserError
-from spidr_jax.models import build_model
+from spidr_jax.models import DinoSR, build_model
 from spidr_jax.storage import checkpoint_items as formats
 from spidr_jax.storage.orbax_noise import one_line_reason, quiet_closed_loop_tracebacks
 from spidr_jax.train.loss_scale import init_loss_scale
 from spidr_jax.train.optimizer import adamw
-from spidr_jax.train.state import COMPUTE_DTYPES, TrainState, split_model
+from spidr_jax.train.state import COMPUTE_DTYPES, ModelSplit, TrainState, split_model
 
 CHECKPOINT_DIR = formats.CHECKPOINT_DIR
 
@@ -158,7 +158,14 @@ def abstract_train_state(
     from flax import nnx  # noqa: PLC0415
 
     model = nnx.eval_shape(lambda: build_model(model_cfg, dtype=COMPUTE_DTYPES[opt_cfg.dtype]))
-    _, params, teacher, codebooks = split_model(model)
+    return abstract_model_state(model, opt_cfg, sharding)[1]
+
+
+def abstract_model_state(
+    model: DinoSR, opt_cfg: OptimizerConfig, sharding: jax.sharding.Sharding
+) -> tuple[ModelSplit, TrainState]:
+    """(split, shapes of the train state) of an abstract model (`nnx.eval_shape`), every leaf with `sharding`."""
+    split, params, teacher, codebooks = split_model(model)
     state = TrainState(
         params=params,
         teacher=teacher,
@@ -168,7 +175,7 @@ def abstract_train_state(
         rng=jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))),
         loss_scale=jax.eval_shape(lambda: init_loss_scale(enabled=True)),
     )
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
+    return split, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
 
 
 def model_tree(state: TrainState) -> dict:

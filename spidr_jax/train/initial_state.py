@@ -6,6 +6,7 @@ import jax
 from jax.sharding import Mesh
 
 from spidr_jax.config.run import Config
+from spidr_jax.models import DinoSR
 from spidr_jax.models.attention_kernel import attention_kernel
 from spidr_jax.models.layer_stack import LayerExecution
 from spidr_jax.pretrained import load_pretrained
@@ -29,12 +30,17 @@ def initial_train_state(cfg: Config, mesh: Mesh, checkpoints: RunCheckpoints) ->
     else:
         model = init_model(cfg.model, cfg.optimizer, seed)
         origin = "fresh"
-    model.set_layer_execution(LayerExecution.from_config(cfg.run.layer_loop, cfg.run.remat, jax.default_backend()))
-    dtype = COMPUTE_DTYPES[cfg.optimizer.dtype]
-    model.set_attention_kernel(attention_kernel(cfg.run.attention, jax.default_backend(), dtype))
+    configure_execution(model, cfg, jax.default_backend())
     split, state = new_train_state(model, cfg.optimizer, seed)
     sharding = replicated(mesh, state)
     if resuming:
         state, _ = checkpoints.restore(abstract_like(state, sharding))
         origin = f"resumed from {checkpoints.directory}"
     return split, put_replicated(state, mesh), origin
+
+
+def configure_execution(model: DinoSR, cfg: Config, platform: str) -> None:
+    """How the model runs on `platform` ("cpu", "gpu", "tpu"): `run.layer_loop`, `run.remat`, `run.attention`."""
+    model.set_layer_execution(LayerExecution.from_config(cfg.run.layer_loop, cfg.run.remat, platform))
+    dtype = COMPUTE_DTYPES[cfg.optimizer.dtype]
+    model.set_attention_kernel(attention_kernel(cfg.run.attention, platform, dtype))

@@ -38,7 +38,7 @@ from spidr_jax.train.step_executables import StepExecutables
 from spidr_jax.train.steps_in_flight import StepsInFlight
 from spidr_jax.train.tensorboard import MetricAverages, MetricsWriter
 from spidr_jax.train.units_report import UnitsMonitor
-from spidr_jax.train.workdir import abstract_batch, global_batch, local_workdir, prepare_workdir
+from spidr_jax.train.workdir import abstract_batches, global_batch, local_workdir, prepare_workdir
 
 LOCK_FILE = "run.lock"  # held by the run: one training per workdir
 CROP_WARNING = 0.15  # above this fraction of the audio cropped to the bucket lengths, the start says so
@@ -180,12 +180,7 @@ class TrainingRun:
 
     def abstract_batches(self) -> list[dict[str, jax.ShapeDtypeStruct]]:
         """The shapes (and shardings) of the data's batches, one entry per batch shape."""
-        channels = self.cfg.model.encoder_embed_dim if self.cfg.masking.mask_channel_prob > 0 else None
-        padded = self.cfg.data.enable_padding  # batches carry their rows' lengths
-        return [
-            abstract_batch(batch_size, samples, self.data.frames[samples], self.mesh, channels=channels, padded=padded)
-            for batch_size, samples in self.data.shapes
-        ]
+        return abstract_batches(self.cfg, self.data.shapes, self.data.frames, self.mesh)
 
     def save_and_validate(self, step: int) -> None:
         """Checkpoint (asynchronously), then score every validation set."""

@@ -62,3 +62,15 @@ def abstract_batch(
     if padded:
         batch["lengths"] = jax.ShapeDtypeStruct((batch_size,), np.int32, sharding=sharding)
     return batch
+
+
+def abstract_batches(
+    cfg: Config, shapes: list[tuple[int, int]], frames: dict[int, int], mesh: Mesh
+) -> list[dict[str, jax.ShapeDtypeStruct]]:
+    """The abstract batch of every `(global batch, samples)` shape of a run (`frames`: frames of each length)."""
+    channels = cfg.model.encoder_embed_dim if cfg.masking.mask_channel_prob > 0 else None
+    padded = cfg.data.enable_padding  # batches carry their rows' lengths
+    return [
+        abstract_batch(batch_size, samples, frames[samples], mesh, channels=channels, padded=padded)
+        for batch_size, samples in shapes
+    ]
