@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from spidr_jax.config.run import Config
 from spidr_jax.data.audio import SAMPLE_RATE
-from spidr_jax.data.buckets import check_data_config
 from spidr_jax.data.load_batch import FramesOf
 
 
@@ -62,7 +61,6 @@ def step_shapes(cfg: Config, num_devices: int, *, progress: bool = False) -> tup
             for bucket in data.buckets.buckets
         ]
         return shapes, f"the {len(shapes)} bucket shapes of {cfg.data.manifest}"
-    check_data_config(cfg.data)
     stride = math.prod(layer[2] for layer in conv_layers)
     length = (cfg.data.max_sample_size // stride) * stride
     shape = BatchShape(cfg.data.max_batch_length // length, length, int(FramesOf(conv_layers)(length)), num_devices)
