@@ -27,12 +27,10 @@ from spidr_jax.evaluate.model_units import (
     codebook_layers,
     codebook_units,
     codebook_units_quality,
-    collect,
     kmeans_units_quality,
 )
 from spidr_jax.evaluate.units_quality import phone_unit_probabilities
-from spidr_jax.extraction import ExtractionError, check_layer, units_at
-from spidr_jax.inference import features_at
+from spidr_jax.extraction import ExtractionError, check_layer
 from spidr_jax.pretrained import load_pretrained
 
 ERRORS = (AlignmentFormatError, ExtractionError, ManifestError, ValueError, ImportError)
@@ -73,18 +71,10 @@ def units_command(args: argparse.Namespace) -> None:
 
 
 def abx_command(args: argparse.Namespace) -> None:
-    """Print the ABX error rate."""
-    from spidr_jax.evaluate.abx import abx_error  # noqa: PLC0415 (needs the optional fastabx)
+    """Print the ABX error rate (JAX by default, or fastabx)."""
+    from spidr_jax.evaluate import abx_command as abx  # noqa: PLC0415
 
-    model = load_pretrained(args.checkpoint)
-    layer = int(args.layer)
-    check_layer(model, layer, units=args.units)
-    rows = read_manifest(args.manifest)
-    output = units_at(layer, model) if args.units else features_at(layer)
-    features = collect(model, rows, output, _batching())
-    error = abx_error(args.item, features, speaker=args.speaker)
-    kind = "units" if args.units else "features"
-    print(f"ABX {args.speaker} speaker, layer {layer} {kind}: {100 * error:.2f}% error")
+    abx.run(args)
 
 
 def plot_command(args: argparse.Namespace) -> None:
@@ -118,12 +108,6 @@ def plot_command(args: argparse.Namespace) -> None:
     print(f"wrote {out}", file=sys.stderr)
 
 
-def _batching():  # noqa: ANN202
-    from spidr_jax.inference import DEFAULT_BATCHING  # noqa: PLC0415
-
-    return DEFAULT_BATCHING
-
-
 def main(argv: list[str] | None = None) -> None:
     """Dispatch to a subcommand."""
     parser = argparse.ArgumentParser(
@@ -138,13 +122,13 @@ def main(argv: list[str] | None = None) -> None:
     units.add_argument("--kmeans", type=int, default=None, metavar="K", help="cluster features into K units")
     units.add_argument("--seed", type=int, default=0, help="k-means seed")
     units.add_argument("--json", action="store_true", help="one JSON line per layer")
-    abx = commands.add_parser("abx", help="ABX error within or across speakers (needs fastabx)")
-    abx.add_argument("--checkpoint", required=True, type=Path)
-    abx.add_argument("--manifest", required=True, type=Path)
-    abx.add_argument("--item", required=True, type=Path, help="ZeroSpeech .item file")
-    abx.add_argument("--layer", required=True)
-    abx.add_argument("--units", action="store_true", help="discrete units instead of continuous features")
-    abx.add_argument("--speaker", choices=["within", "across"], default="within")
+    abx = commands.add_parser("abx", prog="python -m spidr_jax.evaluate abx",
+                              help="ABX error within or across speakers, of a model or of .npy features",
+                              description="ABX phone discrimination (ZeroSpeech / Libri-Light), computed in JAX "
+                                          "(or by fastabx with --backend fastabx).")  # fmt: skip
+    from spidr_jax.evaluate.abx_command import add_arguments as add_abx_arguments  # noqa: PLC0415
+
+    add_abx_arguments(abx)
     plot = commands.add_parser("plot", help="PNG figures")
     plot.add_argument("what", choices=["curves", "codebooks", "phone-units"])
     plot.add_argument("--output", required=True, type=Path)

@@ -1,6 +1,6 @@
-"""ABX phone discrimination of features or units in JAX: the ZeroSpeech 2021 / Libri-Light phoneme ABX, on any
-JAX device, without torch.
+"""ABX phone discrimination of features or units in JAX, on any JAX device, without torch.
 
+This is the ZeroSpeech 2021 / Libri-Light phoneme ABX.
 For triplets (A, B, X) of phone tokens where A and X share the phone and B differs, the error is how often X is
 closer to B than to A (ties count 1/2), with the distance between two tokens the DTW over their frames of a frame
 distance, averaged over contexts, then speakers, then phone pairs (``abx_cells``). Tokens come from a ZeroSpeech
@@ -26,20 +26,17 @@ from pathlib import Path
 from typing import Literal
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from spidr_jax.errors import UsageError, UserError
 from spidr_jax.evaluate.abx_cells import build_cells, collapse
 from spidr_jax.evaluate.abx_items import ItemFileError, ItemTokens, check_features, read_item_file
-from spidr_jax.evaluate.abx_scoring import cell_errors, needed_pairs
+from spidr_jax.evaluate.abx_scoring import cell_errors, rectangles
 from spidr_jax.evaluate.frame_distances import DISTANCES, prepare_frames
 from spidr_jax.evaluate.token_distances import Budget, TokenPairs, pair_distances
 from spidr_jax.progress import make_progress
 
 __all__ = ["FeaturesError", "abx_error_jax", "load_frames"]
-
-_STAGING_VALUES = 1 << 24  # frames are copied to the device in pieces of this many values
 
 
 class FeaturesError(UserError):
@@ -62,19 +59,14 @@ def _kind(fileid: str, shape: tuple[int, ...], dtype: np.dtype) -> tuple[bool, i
     return False, shape[1]
 
 
-@functools.partial(jax.jit, donate_argnums=(0,))
-def _write_rows(frames: jax.Array, piece: jax.Array, row: jax.Array) -> jax.Array:
-    return jax.lax.dynamic_update_slice_in_dim(frames, piece, row, axis=0)
-
-
 def load_frames(
     tokens: ItemTokens, features: Mapping[str, np.ndarray], distance: str, source: str
-) -> tuple[jax.Array, np.ndarray, str]:
-    """All files of the item file on the device, concatenated and prepared for ``distance``.
+) -> tuple[np.ndarray | jax.Array, np.ndarray, str]:
+    """All files of the item file, concatenated and prepared for ``distance``.
 
     Returns (frames (F, D) or units (F,), the first frame of each of ``tokens.fileids``, the frame distance: the
-    requested one for features, ``"identical"`` for units). Files are read one at a time; the device holds the
-    frames once, plus one piece being copied.
+    requested one for features, ``"identical"`` for units). Files are read one at a time into one host array;
+    on an accelerator it then moves to the device (on a CPU, the tiles gather from host memory directly).
     """
     present = {fileid: features[fileid] for fileid in tokens.fileids if fileid in features}
     check_features(tokens, {fileid: np.shape(array)[0] for fileid, array in present.items()}, source)
@@ -83,8 +75,9 @@ def load_frames(
         units = [fileid for fileid, (kind, _) in kinds.items() if kind][:3]
         raise FeaturesError(f"{source} mixes unit ids (e.g. {', '.join(units)}) and continuous features")
     units, depth = next(iter(kinds.values()))
-    if not units and len({dim for _, dim in kinds.values()}) > 1:
-        raise FeaturesError(f"{source}: feature dimensions differ between files ({sorted({d for _, d in kinds.values()})})")
+    dimensions = sorted({dim for _, dim in kinds.values()})
+    if not units and len(dimensions) > 1:
+        raise FeaturesError(f"{source}: feature dimensions differ between files ({dimensions})")
     if units:
         if distance not in ("angular", "identical"):
             raise UsageError(f"units are compared with the 0/1 distance ('identical'), not {distance!r}")
@@ -93,29 +86,16 @@ def load_frames(
         raise UsageError(f"distance for features must be one of angular, euclidean, kl_symmetric; got {distance!r}")
     counts = np.asarray([np.shape(present[fileid])[0] for fileid in tokens.fileids], np.int64)
     firsts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    piece_rows = max(1, _STAGING_VALUES // depth)
     total = int(counts.sum())
-    padded_rows = -(-max(total, 1) // piece_rows) * piece_rows  # whole pieces: a piece never runs past the end
-    shape = (padded_rows,) if units else (padded_rows, depth)
-    frames = jnp.zeros(shape, jnp.int32 if units else jnp.float32)
-    staging = np.zeros((piece_rows, *shape[1:]), np.int32 if units else np.float32)
-    filled, piece_start = 0, 0
-    for fileid in tokens.fileids:
+    frames = np.empty((total,) if units else (total, depth), np.int32 if units else np.float32)
+    for fileid, first, count in zip(tokens.fileids, firsts.tolist(), counts.tolist(), strict=True):
         array = np.asarray(present[fileid])
         array = array.reshape(-1) if units else array
         if not units and not np.isfinite(array).all():
             raise FeaturesError(f"{fileid}: its features hold non-finite values (NaN or infinity)")
-        prepared = prepare_frames(array, distance)
-        done = 0
-        while done < len(prepared):
-            take = min(len(prepared) - done, piece_rows - filled)
-            staging[filled : filled + take] = prepared[done : done + take]
-            filled, done = filled + take, done + take
-            if filled == piece_rows:
-                frames = _write_rows(frames, staging, np.int32(piece_start))
-                piece_start, filled = piece_start + piece_rows, 0
-    if filled:
-        frames = _write_rows(frames, staging, np.int32(piece_start))
+        frames[first : first + count] = prepare_frames(array, distance)
+    if jax.default_backend() != "cpu":
+        frames = jax.device_put(frames)
     return frames, firsts, distance
 
 
@@ -176,18 +156,21 @@ def abx_error_jax(
     if len(cells.cell_a) == 0:
         raise ItemFileError(
             f"{tokens.path}: no ABX cell {speaker} speaker and {context} context: it needs two phones that share "
-            "a speaker" + (" and a context" if context == "within" else "")
+            "a speaker"
+            + (" and a context" if context == "within" else "")
             + (", the first one twice" if speaker == "within" else ", and the first one from another speaker too")
         )
     frames, file_first, distance = load_frames(tokens, features, distance, source)
-    keys = needed_pairs(cells, len(tokens))
+    found = rectangles(cells)
+    distinct = found.x != found.y  # a token against itself is never compared
     block, rank = _layout(tokens, speaker, context)
     pairs = TokenPairs(
         first=file_first[tokens.file] + tokens.start, length=tokens.lengths, block=block, rank=rank,
-        x=keys // len(tokens), y=keys % len(tokens),
+        x=found.x[distinct], y=found.y[distinct],
     )  # fmt: skip
     with make_progress(disable=not progress) as bar:
-        task = bar.add_task("ABX distances", total=len(keys), status=f"{len(cells.cell_a)} cells")
+        task = bar.add_task("ABX distances", total=len(pairs.x), status=f"{len(cells.cell_a)} cells")
         advance: Callable[[int], None] = functools.partial(bar.advance, task)
-        distances = pair_distances(frames, pairs, distance, budget=budget, advance=advance)
-    return collapse(cells, cell_errors(cells, keys, distances, len(tokens)))
+        distances = np.zeros(len(found.x), np.float32)
+        distances[distinct] = pair_distances(frames, pairs, distance, budget=budget, advance=advance)
+    return collapse(cells, cell_errors(cells, found, distances))

@@ -1,5 +1,6 @@
-"""Frame distances of ABX, computed for whole tiles of frames at once: every frame of one chunk against every frame
-of another, with one matrix product.
+"""Frame distances of ABX, computed for whole tiles of frames at once.
+
+A tile is every frame of one chunk against every frame of another, from one matrix product.
 
 - ``angular`` (ZeroSpeech's default for features): ``arccos(x . y) / pi`` of unit vectors, in [0, 1]. Frames are
   normalised once, beforehand; an all-zero frame becomes the uniform unit vector, as in ZeroSpeech and fastabx.

@@ -120,7 +120,8 @@ def _plan(pairs: TokenPairs, budget: Budget) -> _Plan:
     ox, oy = offset_of[where[pairs.x]], offset_of[where[pairs.y]]
     transposed = cx > cy  # each unordered pair of chunks is one tile, read transposed from the other side
     low, high = np.minimum(cx, cy), np.maximum(cx, cy)
-    tiles, pair_tile = np.unique(np.stack([low, high], axis=1), axis=0, return_inverse=True)
+    tile_keys, pair_tile = np.unique(low * len(sizes) + high, return_inverse=True)
+    tiles = np.stack([tile_keys // len(sizes), tile_keys % len(sizes)], axis=1)
     starts = np.concatenate([[0], np.cumsum(sizes)])
     frames_of_tokens = [np.arange(f, f + n) for f, n in zip(pairs.first[tokens], pairs.length[tokens], strict=True)]
     flat = np.concatenate(frames_of_tokens) if frames_of_tokens else np.zeros(0, np.int64)
@@ -138,36 +139,40 @@ def _plan(pairs: TokenPairs, budget: Budget) -> _Plan:
 
 
 @functools.partial(jax.jit, static_argnames=("distance",), donate_argnums=(0,))
-def _write_tiles(
+def _write_tiles(buffer: jax.Array, offset: jax.Array, x: jax.Array, y: jax.Array, *, distance: str) -> jax.Array:
+    """Write the (R, F, F) distances between the frames of ``x`` and of ``y`` into ``buffer`` at ``offset``."""
+    tiles = tile_distances(distance, x, y)
+    return jax.lax.dynamic_update_slice(buffer, tiles.reshape(-1), (offset,))
+
+
+@functools.partial(jax.jit, static_argnames=("distance",), donate_argnums=(0,))
+def _gather_and_write_tiles(
     buffer: jax.Array, offset: jax.Array, frames: jax.Array, first: jax.Array, second: jax.Array, *, distance: str
 ) -> jax.Array:
-    """Write the (R, F, F) distances between the frames indexed by ``first`` and ``second`` at ``offset``."""
+    """``_write_tiles`` of the frames indexed by ``first`` and ``second``, gathered on the device."""
     tiles = tile_distances(distance, frames[first], frames[second])
     return jax.lax.dynamic_update_slice(buffer, tiles.reshape(-1), (offset,))
 
 
 @functools.partial(jax.jit, static_argnames=("size",))
-def _dtw_from_buffer(
-    buffer: jax.Array, start: jax.Array, row_stride: jax.Array, col_stride: jax.Array,
-    rows: jax.Array, cols: jax.Array, num_steps: jax.Array, *, size: int,
-) -> jax.Array:  # fmt: skip
-    """DTW of pairs whose (size x size) distance matrices are read from ``buffer`` through strides."""
+def _dtw_from_buffer(buffer: jax.Array, reads: jax.Array, num_steps: jax.Array, *, size: int) -> jax.Array:
+    """DTW of pairs whose (size x size) distance matrices are read from ``buffer`` through strides.
+
+    ``reads`` (5, P) int32: each pair's first distance in the buffer, its row and column strides, its lengths.
+    """
+    start, row_stride, col_stride, rows, cols = reads
     i = jnp.arange(size, dtype=jnp.int32)[:, None, None]
     j = jnp.arange(size, dtype=jnp.int32)[None, :, None]
     index = jnp.clip(start[None, None, :] + i * row_stride + j * col_stride, 0, buffer.shape[0] - 1)
     return dtw_distances(buffer[index], rows, cols, num_steps)
 
 
-def _padded(values: np.ndarray, size: int, fill: int) -> np.ndarray:
-    out = np.full(size, fill, values.dtype)
-    out[: len(values)] = values
-    return out
-
-
 class _Runner:
     """Fills the tile buffer batch by batch and runs the DTW of the pairs whose tiles it holds."""
 
-    def __init__(self, frames: jax.Array, pairs: TokenPairs, plan: _Plan, distance: str, budget: Budget) -> None:
+    def __init__(
+        self, frames: np.ndarray | jax.Array, pairs: TokenPairs, plan: _Plan, distance: str, budget: Budget
+    ) -> None:
         self.frames, self.pairs, self.plan, self.distance, self.budget = frames, pairs, plan, distance, budget
         self.buffer = jnp.zeros(budget.buffer_values, jnp.float32)
         self.result = np.full(len(pairs.x), np.nan, np.float32)
@@ -184,7 +189,13 @@ class _Runner:
             a = self.plan.chunk_frames[self.plan.tile_first[tile]]
             b = self.plan.chunk_frames[self.plan.tile_second[tile]]
             first[row, : len(a)], second[row, : len(b)] = a, b
-        self.buffer = _write_tiles(self.buffer, np.int32(offset), self.frames, first, second, distance=self.distance)
+        if isinstance(self.frames, np.ndarray):  # host memory (a CPU backend): numpy gathers rows faster than XLA
+            x, y = self.frames[first], self.frames[second]
+            self.buffer = _write_tiles(self.buffer, np.int32(offset), x, y, distance=self.distance)
+        else:
+            self.buffer = _gather_and_write_tiles(
+                self.buffer, np.int32(offset), self.frames, first, second, distance=self.distance
+            )
         self.tile_offset[tiles] = offset + np.arange(len(tiles)) * size * size
 
     def flush(self, tiles: np.ndarray) -> int:
@@ -205,16 +216,11 @@ class _Runner:
             for begin in range(0, len(group), batch):
                 part = group[begin : begin + batch]
                 steps = int((rows[part] + cols[part]).max() - 1)
-                distances = _dtw_from_buffer(
-                    self.buffer,
-                    _padded(start[part].astype(np.int32), batch, 0),
-                    _padded(row_stride[part].astype(np.int32), batch, 1),
-                    _padded(col_stride[part].astype(np.int32), batch, 1),
-                    _padded(rows[part].astype(np.int32), batch, 1),
-                    _padded(cols[part].astype(np.int32), batch, 1),
-                    np.int32(steps),
-                    size=int(dtw_size),
-                )
+                reads = np.ones((5, batch), np.int32)  # padding: 1 x 1 pairs reading the buffer's start
+                reads[0] = 0
+                for row, values in enumerate((start, row_stride, col_stride, rows, cols)):
+                    reads[row, : len(part)] = values[part]
+                distances = _dtw_from_buffer(self.buffer, reads, np.int32(steps), size=int(dtw_size))
                 self.result[chosen[part]] = np.asarray(distances)[: len(part)]
         return len(chosen)
 
@@ -230,7 +236,7 @@ def _batches(plan: _Plan, budget: Budget, depth: int) -> Iterator[tuple[np.ndarr
 
 
 def pair_distances(
-    frames: jax.Array,
+    frames: np.ndarray | jax.Array,
     pairs: TokenPairs,
     distance: str,
     *,
@@ -239,7 +245,8 @@ def pair_distances(
 ) -> np.ndarray:
     """Normalised DTW distance of every pair, (P,) float32, with ``x``'s frames as rows.
 
-    :param frames: (F, D) prepared frames (see ``frame_distances.prepare_frames``), or (F,) units, on the device.
+    :param frames: (F, D) prepared frames (see ``frame_distances.prepare_frames``), or (F,) units: a numpy array
+        (gathered on the host, best on a CPU backend) or a device array (gathered on the device).
     :param distance: Frame distance, one of ``frame_distances.DISTANCES``.
     :param advance: Called with the number of pairs measured after each step (progress).
     """
