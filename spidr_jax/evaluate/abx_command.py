@@ -20,6 +20,7 @@ import numpy as np
 
 from spidr_jax.errors import MissingDependencyError, UsageError, exit_on_user_error
 from spidr_jax.evaluate.abx_items import check_features, read_item_file
+from spidr_jax.runtime import enable_compilation_cache
 
 __all__ = ["FeatureFolder", "add_arguments", "run"]
 
@@ -172,6 +173,8 @@ def run(args: argparse.Namespace) -> None:
         max_x_across = _limit(args.max_x_across, "--max-x-across")
         if args.backend == "fastabx":
             _fastabx_or_explain()
+        else:
+            enable_compilation_cache()  # a second evaluation with the same shapes compiles nothing
         # Read the item file first: a bad one is reported before any model runs.
         fileids = set(read_item_file(args.item, frame_step=args.frame_step, context=args.context == "within").fileids)
         if args.features is not None:

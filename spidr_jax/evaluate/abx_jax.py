@@ -32,7 +32,7 @@ from spidr_jax.errors import UsageError, UserError
 from spidr_jax.evaluate.abx_cells import build_cells, collapse
 from spidr_jax.evaluate.abx_items import ItemFileError, ItemTokens, check_features, read_item_file
 from spidr_jax.evaluate.abx_scoring import cell_errors, rectangles
-from spidr_jax.evaluate.frame_distances import DISTANCES, prepare_frames
+from spidr_jax.evaluate.frame_distances import DISTANCES, prepare_frames_into
 from spidr_jax.evaluate.token_distances import Budget, TokenPairs, pair_distances
 from spidr_jax.progress import make_progress
 
@@ -90,10 +90,10 @@ def load_frames(
     frames = np.empty((total,) if units else (total, depth), np.int32 if units else np.float32)
     for fileid, first, count in zip(tokens.fileids, firsts.tolist(), counts.tolist(), strict=True):
         array = np.asarray(present[fileid])
-        array = array.reshape(-1) if units else array
-        if not units and not np.isfinite(array).all():
+        destination = frames[first : first + count]
+        prepare_frames_into(destination, array.reshape(-1) if units else array, distance)
+        if not units and not np.isfinite(destination).all():
             raise FeaturesError(f"{fileid}: its features hold non-finite values (NaN or infinity)")
-        frames[first : first + count] = prepare_frames(array, distance)
     if jax.default_backend() != "cpu":
         frames = jax.device_put(frames)
     return frames, firsts, distance

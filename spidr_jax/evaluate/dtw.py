@@ -63,9 +63,12 @@ def dtw_distances(
     total = n + m - 1
     zeros = jnp.zeros((n, num_pairs), distances.dtype)
     infinite = jnp.full((n, num_pairs), jnp.inf, distances.dtype)
+    # A pair's last cell (rows-1, cols-1) is on diagonal rows+cols-2, at row rows-1: read it when it is computed.
+    last_diagonal = rows + cols - 2
+    last_row = jnp.arange(n)[:, None] == (rows - 1)[None, :]
 
     def step(k, carry):  # noqa: ANN001, ANN202 (loop body)
-        cost_1, length_1, cost_2, length_2, costs, lengths = carry  # diagonals k-1 and k-2, and all so far
+        cost_1, length_1, cost_2, length_2, final_cost, final_length = carry  # diagonals k-1 and k-2
         diagonal = jax.lax.dynamic_index_in_dim(diagonals, k, keepdims=False)
         up, up_length = _from_above(cost_1, jnp.inf), _from_above(length_1, 0.0)  # (i-1, j): row i-1 of k-1
         left, left_length = cost_1, length_1  # (i, j-1): row i of diagonal k-1
@@ -76,14 +79,11 @@ def dtw_distances(
         take_left = ~take_corner & (left <= up)
         cost = diagonal + jnp.where(take_corner, corner, jnp.where(take_left, left, up))
         length = 1.0 + jnp.where(take_corner, corner_length, jnp.where(take_left, left_length, up_length))
-        costs = jax.lax.dynamic_update_index_in_dim(costs, cost, k, 0)
-        lengths = jax.lax.dynamic_update_index_in_dim(lengths, length, k, 0)
-        return cost, length, cost_1, length_1, costs, lengths
+        read = last_row & (last_diagonal == k)[None, :]  # at most one cell per pair, on one step
+        final_cost = final_cost + jnp.sum(jnp.where(read, cost, 0.0), axis=0)
+        final_length = final_length + jnp.sum(jnp.where(read, length, 0.0), axis=0)
+        return cost, length, cost_1, length_1, final_cost, final_length
 
-    history = jnp.zeros((total, n, num_pairs), distances.dtype)
-    start = (infinite, zeros, infinite, zeros, history, history)
-    *_, costs, lengths = jax.lax.fori_loop(0, total if num_steps is None else num_steps, step, start)
-    # The pair's last cell (rows-1, cols-1) is on diagonal rows+cols-2, at row rows-1.
-    pair = jnp.arange(num_pairs)
-    last_diagonal, last_row = rows + cols - 2, rows - 1
-    return costs[last_diagonal, last_row, pair] / lengths[last_diagonal, last_row, pair]
+    start = (infinite, zeros, infinite, zeros, zeros[0], zeros[0])
+    *_, cost, length = jax.lax.fori_loop(0, total if num_steps is None else num_steps, step, start)
+    return cost / length

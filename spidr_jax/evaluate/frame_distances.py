@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["DISTANCES", "prepare_frames", "tile_distances"]
+__all__ = ["DISTANCES", "prepare_frames", "prepare_frames_into", "tile_distances"]
 
 DISTANCES = ("angular", "euclidean", "kl_symmetric", "identical")
 _KL_EPSILON = 1e-6
@@ -27,16 +27,22 @@ _KL_EPSILON = 1e-6
 
 def prepare_frames(frames: np.ndarray, distance: str) -> np.ndarray:
     """Frames as the tile kernel reads them: unit float32 rows for ``angular``, int32 units for ``identical``."""
-    if distance == "identical":
-        return np.asarray(frames).astype(np.int32, copy=False)
-    frames = np.asarray(frames, dtype=np.float32)
-    if distance != "angular":
-        return frames
-    norms = np.linalg.norm(frames, axis=1, keepdims=True)
-    zero = norms[:, 0] == 0
-    out = frames / np.where(zero[:, None], 1.0, norms)
-    out[zero] = 1.0 / math.sqrt(frames.shape[1])
+    frames = np.asarray(frames)
+    out = np.empty(frames.shape, np.int32 if distance == "identical" else np.float32)
+    prepare_frames_into(out, frames, distance)
     return out
+
+
+def prepare_frames_into(out: np.ndarray, frames: np.ndarray, distance: str) -> None:
+    """``prepare_frames`` written into ``out`` (int32 or float32, the shape of ``frames``), in place."""
+    out[...] = frames
+    if distance != "angular":
+        return
+    norms = np.sqrt(np.einsum("fd,fd->f", out, out))
+    zero = norms == 0
+    norms[zero] = 1.0
+    out /= norms[:, None]
+    out[zero] = 1.0 / math.sqrt(out.shape[1])
 
 
 def tile_distances(distance: str, x: jax.Array, y: jax.Array) -> jax.Array:

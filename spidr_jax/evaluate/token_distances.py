@@ -42,16 +42,16 @@ class Budget:
     tile_values: int = 1 << 22
     tile_inputs: int = 1 << 24
     buffer_values: int = 1 << 25
-    dtw_values: int = 1 << 20
-    max_dtw_pairs: int = 4096
+    dtw_values: int = 1 << 19
+    max_dtw_pairs: int = 8192
 
     @classmethod
     def for_backend(cls, backend: str) -> Budget:
         """Larger batches on accelerators, where one step has more parallel work to fill."""
         if backend == "cpu":
             return cls()
-        return cls(tile_values=1 << 24, tile_inputs=1 << 26, buffer_values=1 << 28, dtw_values=1 << 24,
-                   max_dtw_pairs=1 << 16)  # fmt: skip
+        return cls(tile_values=1 << 24, tile_inputs=1 << 26, buffer_values=1 << 28, dtw_values=1 << 26,
+                   max_dtw_pairs=1 << 18)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,16 @@ def _power_of_two(values: np.ndarray, minimum: int) -> np.ndarray:
     """Smallest power of two >= each value, and >= ``minimum``."""
     values = np.maximum(np.asarray(values, np.int64), minimum)
     return (1 << np.ceil(np.log2(values)).astype(np.int64)).astype(np.int64)
+
+
+def _dtw_size(frames: np.ndarray) -> np.ndarray:
+    """The padded size of a DTW batch for pairs of at most ``frames`` frames: 8, 12, 16, 24, 32, 48, 64, ...
+
+    Sizes between the powers of two keep the padding below a half, for two more compilations at most.
+    """
+    power = _power_of_two(frames, 8)
+    three_quarters = power // 4 * 3
+    return np.where((np.asarray(frames) <= three_quarters) & (power > 8), three_quarters, power)
 
 
 def _chunks(tokens: np.ndarray, pairs: TokenPairs, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -208,7 +218,7 @@ class _Runner:
         transposed = plan.pair_transposed[chosen]
         row_stride, col_stride = np.where(transposed, 1, size), np.where(transposed, size, 1)
         rows, cols = pairs.length[pairs.x[chosen]], pairs.length[pairs.y[chosen]]
-        shape = _power_of_two(np.maximum(rows, cols), 8)
+        shape = _dtw_size(np.maximum(rows, cols))
         order = np.lexsort((rows + cols, shape))
         for dtw_size in np.unique(shape):
             group = order[shape[order] == dtw_size]
