@@ -20,6 +20,8 @@ import numpy as np
 
 from spidr_jax.errors import MissingDependencyError, UsageError, exit_on_user_error
 from spidr_jax.evaluate.abx_items import check_features, read_item_file
+from spidr_jax.evaluate.abx_jax import FeaturesError, abx_error_jax
+from spidr_jax.progress import make_progress
 from spidr_jax.runtime import enable_compilation_cache
 
 __all__ = ["FeatureFolder", "add_arguments", "run"]
@@ -122,9 +124,8 @@ def codebook_probabilities_at(layer: int) -> Callable:
 def _model_features(args: argparse.Namespace, fileids: set[str]) -> tuple[dict[str, np.ndarray], str, str]:
     """(features by fileid, what they are, where they come from) of the manifest's files named in the item file."""
     from spidr_jax.data.manifest import read_manifest  # noqa: PLC0415 (the model stack loads only when used)
-    from spidr_jax.evaluate.model_units import collect  # noqa: PLC0415
     from spidr_jax.extraction import check_layer, units_at  # noqa: PLC0415
-    from spidr_jax.inference import DEFAULT_BATCHING, features_at  # noqa: PLC0415
+    from spidr_jax.inference import DEFAULT_BATCHING, features_at, model_outputs  # noqa: PLC0415
     from spidr_jax.pretrained import load_pretrained  # noqa: PLC0415
 
     if args.manifest is None or args.layer is None:
@@ -142,7 +143,18 @@ def _model_features(args: argparse.Namespace, fileids: set[str]) -> tuple[dict[s
         output, kind = codebook_probabilities_at(layer), "codebook probabilities"
     else:
         output, kind = features_at(layer), "features"
-    return collect(model, rows, output, DEFAULT_BATCHING), f"layer {layer} {kind}", str(args.manifest)
+    features, failed = {}, []
+    with make_progress() as bar:
+        task = bar.add_task(f"layer {layer} {kind}", total=len(rows), status="")
+        for result in model_outputs(model, rows, output, DEFAULT_BATCHING):
+            if result.error is None:
+                features[rows[result.index].fileid] = result.value
+            else:
+                failed.append(f"{rows[result.index].location}: {result.error}")
+            bar.advance(task)
+    if failed:
+        raise FeaturesError(f"{len(failed)} files of {args.manifest} could not be read: {'; '.join(failed[:3])}")
+    return features, f"layer {layer} {kind}", str(args.manifest)
 
 
 def _fastabx(args: argparse.Namespace, features: Mapping[str, np.ndarray], speaker: str, distance: str) -> float:
@@ -162,8 +174,6 @@ def _fastabx(args: argparse.Namespace, features: Mapping[str, np.ndarray], speak
 
 def run(args: argparse.Namespace) -> None:
     """Print the ABX error rate of each requested speaker condition."""
-    from spidr_jax.evaluate.abx_jax import abx_error_jax  # noqa: PLC0415 (jax loads only when scoring)
-
     with exit_on_user_error():
         if (args.features is None) == (args.checkpoint is None):
             raise UsageError("give either --checkpoint (with --manifest and --layer) or --features DIR")

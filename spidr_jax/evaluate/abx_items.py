@@ -60,7 +60,7 @@ class ItemTokens:
         return self.stop - self.start
 
     def describe(self, token: int) -> str:
-        """``line N (fileid onset-offset frames a-b)``: where a token comes from, for messages."""
+        """``line N (fileid, frames a..b)``: where a token comes from, for messages."""
         fileid = self.fileids[self.file[token]]
         return f"line {self.line[token]} ({fileid}, frames {self.start[token]}..{self.stop[token] - 1})"
 

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["DISTANCES", "prepare_frames", "prepare_frames_into", "tile_distances"]
+__all__ = ["DISTANCES", "finish_distances", "prepare_frames", "prepare_frames_into", "tile_distances"]
 
 DISTANCES = ("angular", "euclidean", "kl_symmetric", "identical")
 _KL_EPSILON = 1e-6
@@ -46,12 +46,16 @@ def prepare_frames_into(out: np.ndarray, frames: np.ndarray, distance: str) -> N
 
 
 def tile_distances(distance: str, x: jax.Array, y: jax.Array) -> jax.Array:
-    """(R, F, G) distances between the frames of (R, F[, D]) ``x`` and (R, G[, D]) ``y``, tile by tile."""
+    """(R, F, G) distances between the frames of (R, F[, D]) ``x`` and (R, G[, D]) ``y``, tile by tile.
+
+    For ``angular`` these are cosines, which ``finish_distances`` turns into distances: the arc cosine costs as
+    much as the matrix product, and only the cells that a DTW reads need it.
+    """
     if distance == "identical":
         return (x[:, :, None] != y[:, None, :]).astype(jnp.float32)
     dots = jnp.einsum("rfd,rgd->rfg", x, y, precision=jax.lax.Precision.HIGHEST)
     if distance == "angular":
-        return jnp.arccos(jnp.clip(dots, -1.0, 1.0)) / jnp.pi
+        return dots
     if distance == "euclidean":
         squares = jnp.sum(x * x, axis=-1)[:, :, None] + jnp.sum(y * y, axis=-1)[:, None, :]
         return jnp.sqrt(jnp.maximum(squares - 2.0 * dots, 0.0))
@@ -65,3 +69,10 @@ def tile_distances(distance: str, x: jax.Array, y: jax.Array) -> jax.Array:
         cross = jnp.einsum("rfd,rgd->rfg", x, log_y) + jnp.einsum("rfd,rgd->rfg", log_x, y)
         return 0.5 * (self_x + self_y - cross)
     raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+
+
+def finish_distances(distance: str, values: jax.Array) -> jax.Array:
+    """Distances from the values of ``tile_distances``: ``arccos(cosine) / pi`` for ``angular``, else as they are."""
+    if distance == "angular":
+        return jnp.arccos(jnp.clip(values, -1.0, 1.0)) / jnp.pi
+    return values

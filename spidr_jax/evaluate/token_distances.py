@@ -5,9 +5,10 @@ Tokens are frame ranges of one array of frames (all files, concatenated). The pa
 at most ``chunk_frames`` frames that never straddle two blocks. For every pair of chunks that holds a needed token
 pair, one matrix product gives the distances between all their frames (a *tile*); the tiles are written into a
 fixed-size device buffer, and the frame distance matrix of each needed token pair is read out of its tile (in
-place, through strides) by the DTW. Each step is a compiled function of a few padded shapes: tiles of a
-power-of-two number of frames, DTW batches of a power-of-two number of frames per token, so the compiled code is
-reused across chunks, tiles and pairs.
+place, through strides) by the DTW, in batches of pairs of similar lengths. Each step is a compiled function of a
+few padded shapes (tiles of a power-of-two number of frames; DTW batches of 8, 12, 16, 24, 32, ... frames per
+token), so the compiled code is reused across chunks, tiles and pairs. On a CPU backend the frames stay in host
+memory, where numpy gathers a tile's rows faster than XLA; on an accelerator they live on the device.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from spidr_jax.evaluate.dtw import dtw_distances
-from spidr_jax.evaluate.frame_distances import tile_distances
+from spidr_jax.evaluate.frame_distances import finish_distances, tile_distances
 
 __all__ = ["Budget", "TokenPairs", "pair_distances"]
 
@@ -120,6 +121,7 @@ class _Plan:
 
 
 def _plan(pairs: TokenPairs, budget: Budget) -> _Plan:
+    """Lay out the tokens of the pairs in chunks, and find the tile and position of every pair."""
     tokens = np.unique(np.concatenate([pairs.x, pairs.y]))
     tokens = tokens[np.lexsort((tokens, pairs.rank[tokens], pairs.block[tokens]))]
     limit = max(budget.chunk_frames, int(pairs.length[tokens].max()))
@@ -164,8 +166,10 @@ def _gather_and_write_tiles(
     return jax.lax.dynamic_update_slice(buffer, tiles.reshape(-1), (offset,))
 
 
-@functools.partial(jax.jit, static_argnames=("size",))
-def _dtw_from_buffer(buffer: jax.Array, reads: jax.Array, num_steps: jax.Array, *, size: int) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("size", "distance"))
+def _dtw_from_buffer(
+    buffer: jax.Array, reads: jax.Array, num_steps: jax.Array, *, size: int, distance: str
+) -> jax.Array:
     """DTW of pairs whose (size x size) distance matrices are read from ``buffer`` through strides.
 
     ``reads`` (5, P) int32: each pair's first distance in the buffer, its row and column strides, its lengths.
@@ -174,7 +178,7 @@ def _dtw_from_buffer(buffer: jax.Array, reads: jax.Array, num_steps: jax.Array, 
     i = jnp.arange(size, dtype=jnp.int32)[:, None, None]
     j = jnp.arange(size, dtype=jnp.int32)[None, :, None]
     index = jnp.clip(start[None, None, :] + i * row_stride + j * col_stride, 0, buffer.shape[0] - 1)
-    return dtw_distances(buffer[index], rows, cols, num_steps)
+    return dtw_distances(finish_distances(distance, buffer[index]), rows, cols, num_steps)
 
 
 class _Runner:
@@ -230,7 +234,9 @@ class _Runner:
                 reads[0] = 0
                 for row, values in enumerate((start, row_stride, col_stride, rows, cols)):
                     reads[row, : len(part)] = values[part]
-                distances = _dtw_from_buffer(self.buffer, reads, np.int32(steps), size=int(dtw_size))
+                distances = _dtw_from_buffer(
+                    self.buffer, reads, np.int32(steps), size=int(dtw_size), distance=self.distance
+                )
                 self.result[chosen[part]] = np.asarray(distances)[: len(part)]
         return len(chosen)
 
