@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +51,9 @@ def main() -> None:
             device="cpu", progress=False,
         )  # fmt: skip
         seconds = time.perf_counter() - start
-        print(json.dumps({"backend": "fastabx", "version": fastabx.__version__ if hasattr(fastabx, "__version__")
-                          else "?", "speaker": speaker, "context": args.context, "subsampling": not args.no_subsampling,
-                          "error": error, "seconds": round(seconds, 2)}), flush=True)  # fmt: skip
+        print(json.dumps({"backend": "fastabx", "version": version("fastabx"), "speaker": speaker,
+                          "context": args.context, "subsampling": not args.no_subsampling, "error": error,
+                          "seconds": round(seconds, 2)}), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -114,6 +114,20 @@ def test_matches_the_oracle(tmp_path, speaker, context):
             assert got == pytest.approx(expected, abs=1e-12), (seed, values is units)
 
 
+@pytest.mark.parametrize("speaker", ["within", "across"])
+def test_matches_fastabx_where_installed(tmp_path, speaker):
+    pytest.importorskip("fastabx")  # Python >= 3.12 and torch: not in CI
+    from spidr_jax.evaluate.abx import abx_error
+
+    item, features, units = random_task(tmp_path, 5)
+    for values in (features, units):
+        for context in ("within", "any"):
+            limits = {"max_size_group": None, "max_x_across": None}
+            expected = abx_error(item, values, speaker=speaker, context=context, **limits)
+            got = abx_error_jax(item, values, speaker=speaker, context=context, **limits)
+            assert got == pytest.approx(expected, abs=1e-6)  # fastabx keeps cell scores in float32
+
+
 def test_codebook_probabilities_with_kl(tmp_path):
     item, features, _ = random_task(tmp_path, 2)
     probabilities = {k: np.exp(v) / np.exp(v).sum(1, keepdims=True) for k, v in features.items()}

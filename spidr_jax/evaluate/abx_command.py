@@ -190,7 +190,9 @@ def run(args: argparse.Namespace) -> None:
         if args.features is not None:
             if args.units or args.probabilities or args.layer is not None or args.manifest is not None:
                 raise UsageError("--features DIR takes no --layer, --manifest, --units or --probabilities")
-            features, what, source = FeatureFolder(args.features), "features", str(args.features)
+            features, source = FeatureFolder(args.features), str(args.features)
+            first = features[next(iter(features))]
+            what = "units" if np.issubdtype(first.dtype, np.integer) else "features"
         else:
             features, what, source = _model_features(args, fileids)
         tokens = read_item_file(args.item, frame_step=args.frame_step, context=args.context == "within")
