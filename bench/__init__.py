@@ -6,6 +6,9 @@
     python -m bench.compile_time           # the step's compile time, layers scanned and unrolled
     python -m bench.extraction throughput  # feature extraction (also: extractor, long-file-memory)
     python -m bench.results DIR            # the table and JSON line of a GPU run's results folder
+    python -m bench.abx_speed demo         # ABX in JAX (also: synthetic; bench.abx_fastabx for fastabx's side)
+    python -m bench.kmeans_memory          # streaming k-means (also: bench.kmeans_quality)
+    python -m bench.aot_breakdown HLO      # a step compiled by spidr_jax.aot: bytes and kernels by part
 
 Not tests: the numbers go to BENCHMARKS.md with the machine they ran on.
 """

@@ -4,6 +4,7 @@
     python -m spidr_jax.evaluate units ... --layer 6 --kmeans 256       # k-means units of a layer's features
     python -m spidr_jax.evaluate units --baseline mfcc --kmeans 256 --manifest dev.csv --alignments A   # no model
     python -m spidr_jax.evaluate abx --checkpoint DIR --manifest dev.csv --item dev.item --layer 6 [--units]
+    python -m spidr_jax.evaluate abx --features FEATURES_DIR --item dev.item --speaker both
     python -m spidr_jax.evaluate plot curves --workdir runs/demo --output curves.png
     python -m spidr_jax.evaluate plot codebooks --checkpoint DIR [--manifest M [--alignments A]] --output c.png
     python -m spidr_jax.evaluate plot phone-units --checkpoint DIR --manifest M --alignments A --layer 6 --output m.png
@@ -21,6 +22,8 @@ from pathlib import Path
 
 from spidr_jax.cli import HelpFormatter, command_parser
 from spidr_jax.errors import UsageError, exit_on_user_error
+from spidr_jax.evaluate import abx_command
+from spidr_jax.evaluate.abx_command import add_arguments as add_abx_arguments
 
 
 def add_checkpoint(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -54,16 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     units.add_argument("--json", action="store_true", help="one JSON line per layer")
 
     abx = commands.add_parser(
-        "abx", formatter_class=HelpFormatter, help="ABX error within or across speakers",
-        description="The ABX error of a layer's features (or --units) on a ZeroSpeech item file. Needs "
-        "--checkpoint, --manifest, --item and --layer.",
+        "abx", formatter_class=HelpFormatter, help="ABX error within or across speakers (in JAX, or with fastabx)",
+        description="The ABX error of a layer's features, codebook units (--units) or codebook probabilities "
+        "(--probabilities) on a ZeroSpeech item file, or of features on disk (--features DIR): within or across "
+        "speakers, within or any context, computed in JAX (or by fastabx with --backend fastabx). Needs --item, and "
+        "--checkpoint, --manifest and --layer, or --features.",
     )  # fmt: skip
-    add_checkpoint(abx)
-    abx.add_argument("--manifest", required=True, type=Path, help="CSV (fileid,path,num_samples), TSV or JSONL")
-    abx.add_argument("--item", required=True, type=Path, help="a ZeroSpeech .item file")
-    abx.add_argument("--layer", required=True, type=int, help="the transformer layer, 1-based")
-    abx.add_argument("--units", action="store_true", help="discrete codebook units instead of continuous features")
-    abx.add_argument("--speaker", choices=["within", "across"], default="within", help="A, B and X's speakers")
+    add_abx_arguments(abx)
 
     plot = commands.add_parser(
         "plot", formatter_class=HelpFormatter, help="PNG figures: curves, codebooks, phone-units",
@@ -99,9 +99,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 raise UsageError("units needs --checkpoint and --layer (or --baseline mfcc)")
             units_command(args, say)
         elif args.command == "abx":
-            from spidr_jax.evaluate.abx_command import abx_command  # noqa: PLC0415
-
-            abx_command(args, say)
+            abx_command.run(args, say)
         else:
             from spidr_jax.evaluate.plot_command import plot_command  # noqa: PLC0415
 

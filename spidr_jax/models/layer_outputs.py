@@ -80,6 +80,21 @@ def units_of_head(head: int) -> OutputFunction:
     return output
 
 
+def probabilities_at(layer: int, cfg: DinoSRConfig) -> OutputFunction:
+    """Codebook probabilities of a 1-based layer that has a codebook, (B, T, K) float32."""
+    return probabilities_of_head(cfg.codebook_layers.index(layer))
+
+
+@functools.cache
+def probabilities_of_head(head: int) -> OutputFunction:
+    """Probabilities of the codebook head `head` (0-based), (B, T, K) float32."""
+
+    def output(model: DinoSR, waveforms: jax.Array, lengths: jax.Array) -> jax.Array:
+        return model.get_codebooks(waveforms, lengths)[model.config.codebook_layers[head] - 1].astype(jnp.float32)
+
+    return output
+
+
 def units_of_codebooks(model: DinoSR, waveforms: jax.Array, lengths: jax.Array) -> jax.Array:
     """Units of every codebook layer, (B, T, C) int32 (in the order of `codebook_layers`)."""
     return model.units(waveforms, lengths).transpose(1, 2, 0)
