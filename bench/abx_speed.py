@@ -58,13 +58,9 @@ def tiny_checkpoint(workdir: Path) -> Path:
     """A converted tiny SpidR with random weights (the demo model's shape), made once."""
     target = workdir / "model" / "orbax"
     if not target.exists():
-        from spidr_jax.interop.convert import torch_to_orbax
+        from tests.reference import tiny_orbax_checkpoint
 
-        from tests.reference import reference_model, save_release
-        from tests.test_evaluate_cli import TINY
-
-        model, config = reference_model("spidr", 3, **TINY)
-        torch_to_orbax(save_release(model, config, workdir / "model" / "release", "spidr"), target, "spidr")
+        tiny_orbax_checkpoint(workdir / "model")
     return target
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import runpy
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,9 @@ SMALL = {
     "num_codebooks": 3,
     "codebook_size": 16,
 }
+
+# The demo model's shape (configs/tiny.py), for tests that need a model but not a trained one.
+TINY = runpy.run_path(str(Path(__file__).resolve().parents[1] / "configs" / "tiny.py"))["ARCHITECTURE"]
 
 
 def reference_model(model_type: str, seed: int = 0, **fields: object) -> tuple[TorchDinoSR, TorchDinoSRConfig]:
@@ -55,3 +59,11 @@ def scale_error(reference: np.ndarray, ours: np.ndarray) -> float:
     reference, ours = np.asarray(reference, np.float64), np.asarray(ours, np.float64)
     assert reference.shape == ours.shape, (reference.shape, ours.shape)
     return float(np.max(np.abs(reference - ours)) / max(np.max(np.abs(reference)), 1e-12))
+
+
+def tiny_orbax_checkpoint(root: Path) -> Path:
+    """A tiny SpidR with random weights (seed 3) saved like a release and converted under `root`."""
+    from spidr_jax.convert.conversion import torch_to_orbax
+
+    model, config = reference_model("spidr", 3, **TINY)
+    return torch_to_orbax(save_release(model, config, root / "release", "spidr"), root / "orbax", "spidr")

@@ -335,14 +335,9 @@ def test_cli_errors(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from spidr_jax.interop.convert import torch_to_orbax
+    from tests.reference import tiny_orbax_checkpoint
 
-    from tests.reference import reference_model, save_release
-    from tests.test_evaluate_cli import TINY
-
-    root = tmp_path_factory.mktemp("model")
-    model, config = reference_model("spidr", 3, **TINY)
-    return torch_to_orbax(save_release(model, config, root / "release", "spidr"), root / "orbax", "spidr")
+    return tiny_orbax_checkpoint(tmp_path_factory.mktemp("model"))
 
 
 def two_files(tmp_path: Path) -> tuple[Path, Path]:

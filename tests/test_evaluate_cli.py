@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -15,22 +14,17 @@ import soundfile as sf
 from spidr.models.metrics import units_quality as reference_units_quality
 
 from spidr_jax import demo
-from spidr_jax.convert.conversion import torch_to_orbax
 from spidr_jax.data.manifest import read_manifest
 from spidr_jax.evaluate.model_units import codebook_units
 from spidr_jax.pretrained import load_pretrained
-from tests.reference import reference_model, save_release
+from tests.reference import tiny_orbax_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-# The demo model's shape, random weights.
-TINY = runpy.run_path(str(ROOT / "configs" / "tiny.py"))["ARCHITECTURE"]
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    root = tmp_path_factory.mktemp("model")
-    model, cfg = reference_model("spidr", 3, **TINY)
-    return torch_to_orbax(save_release(model, cfg, root / "release", "spidr"), root / "orbax", "spidr")
+    return tiny_orbax_checkpoint(tmp_path_factory.mktemp("model"))
 
 
 def evaluate(*args: str) -> subprocess.CompletedProcess:
