@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +13,15 @@ from pathlib import Path
 
 # Variables that would make a child process join another job (when the tests run inside a SLURM or TPU job).
 LAUNCHER_PREFIXES = ("SLURM_", "TPU_", "JAX_COORDINATOR", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "JAX_LOCAL_DEVICE")
+
+
+# A progress line (spidr_jax.progress.LineProgress), printed when a step takes long: "running the model: 2/4 (50%), 5s".
+PROGRESS_LINE = re.compile(r"^[^:]+: [\d.]+(/[\d.]+ \(\d+%\))?, \d")
+
+
+def messages(stderr: str) -> list[str]:
+    """The lines of a command's stderr without its progress lines, which come or not with the machine's speed."""
+    return [line for line in stderr.strip().splitlines() if not PROGRESS_LINE.match(line)]
 
 
 def gloo_available() -> bool:

@@ -17,6 +17,7 @@ from spidr_jax import demo
 from spidr_jax.data.manifest import read_manifest
 from spidr_jax.evaluate.model_units import codebook_units
 from spidr_jax.pretrained import load_pretrained
+from tests.processes import messages
 from tests.reference import tiny_orbax_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +112,7 @@ def test_units_says_what_it_scored_skipped_and_failed(checkpoint, tmp_path):
     result = evaluate("units", "--checkpoint", str(checkpoint), "--manifest", str(tmp_path / "m.csv"),
                       "--alignments", str(alignments), "--layer", "2")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stderr.strip().splitlines()
+    lines = messages(result.stderr)
     assert lines[0] == f"checkpoint: {checkpoint} (converted model, step 0)"
     assert lines[1] == (
         f"scored 2 files; 1 skipped (no alignment: unaligned); 1 failed ({tmp_path / 'gone.wav'}: no such file)"

@@ -32,8 +32,11 @@ def setup(tmp_path_factory):
         sf.write(path, (0.1 * rng.standard_normal(n)).astype(np.float32), 16000, subtype="PCM_16")
         audio[f"utt{i}"] = sf.read(path, dtype="float32")[0]
         rows.append(f"utt{i},{path},{n}")
-    sf.write(root / "wav" / "rate.wav", np.zeros(4000, np.float32), 8000)
-    rows.append(f"rate,{root / 'wav' / 'rate.wav'},4000")
+    # A file that cannot be used (8 kHz files are resampled as they are read): a float WAV with a NaN sample.
+    broken = np.zeros(4000, np.float32)
+    broken[100] = np.nan
+    sf.write(root / "wav" / "broken.wav", broken, 16000, subtype="FLOAT")
+    rows.append(f"broken,{root / 'wav' / 'broken.wav'},4000")
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
     return root, model, checkpoint, audio
 
@@ -57,7 +60,7 @@ def test_features_match_reference_and_resume(setup, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "5 written" in result.stderr
     assert "1 failed" in result.stderr
-    assert "rate.wav: sample rate is 8000 Hz" in result.stderr
+    assert "broken.wav: non-finite samples (1 NaN or infinite)" in result.stderr
     for fileid, waveform in audio.items():
         ours = np.load(tmp_path / "feats" / f"{fileid}.npy")
         assert ours.dtype == np.float32
@@ -65,7 +68,7 @@ def test_features_match_reference_and_resume(setup, tmp_path):
         assert scale_error(ref, ours) <= 1e-4
     again = extract(root, checkpoint, tmp_path / "feats", "--layer", "3", "--on-error", "stop")
     assert "5 already done" in again.stderr
-    assert again.returncode == 1  # the 8 kHz file still fails, and --on-error stop makes it an error
+    assert again.returncode == 1  # the NaN file still fails, and --on-error stop makes it an error
 
 
 def test_units_match_reference_and_survive_a_cut_line(setup, tmp_path):

@@ -26,8 +26,11 @@ def test_values_and_gradient_are_within_float32_rounding_of_torch_float64():
     assert np.max(np.abs(value - expected) / np.maximum(np.abs(x), 1.0)) < 3e-7
     assert np.max(np.abs(grad - expected_grad)) < 1e-6
     assert value[x < -6].max() <= 0  # no spurious positive values in the tail
+    # No worse than torch's own float32 GELU, errors scaled as above: torch's absolute error depends on the CPU's
+    # vector unit (AVX2 or AVX-512), so the largest |x| alone makes a fragile comparison.
     torch_float32 = torch.nn.functional.gelu(torch.tensor(x)).numpy()
-    assert np.max(np.abs(value - expected)) <= 2 * np.max(np.abs(torch_float32 - expected))
+    scale = np.maximum(np.abs(x), 1.0)
+    assert np.max(np.abs(value - expected) / scale) <= 2 * np.max(np.abs(torch_float32 - expected) / scale)
 
 
 def test_bfloat16_in_bfloat16_out_computed_in_float32():

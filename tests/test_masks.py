@@ -404,7 +404,7 @@ def test_invalid_config() -> None:
     # Checked once, where a config is loaded.
     with pytest.raises(ValueError, match="mask_selection must be one of"):
         check_masking(MaskingConfig(mask_selection="gaussian"), "mask")
-    with pytest.raises(ValueError, match="mask_length"):
+    with pytest.raises(ValueError, match="mask_channel_length must be >= 1"):
         check_masking(MaskingConfig(mask_channel_prob=0.1, mask_channel_length=0), "mask_channel")
     with pytest.raises(ValueError, match="unknown mask_type"):  # a generator built from an unchecked config
         MaskGenerator(MaskingConfig(mask_selection="gaussian"))(np.random.default_rng(0), 2, 50)

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from spidr_jax.pretrained import read_pretrained
-from tests.processes import cpu_env, gloo_available, without_launcher
+from tests.processes import cpu_env, gloo_available
 from tests.run_outputs import leaves, logged_steps
 from tests.slurm_cluster import SlurmCluster
 from tests.train_cli import small_batches
@@ -40,7 +40,8 @@ JOB_TIMEOUT = 400  # seconds for one job of 80 steps (start, compilation, steps,
 def job_env(cluster: SlurmCluster, cache: Path, devices: int = 1) -> dict[str, str]:
     """The launcher's environment (sbatch passes it on to the jobs): this cluster, CPU devices, a shared cache."""
     # The log shows each line when it is printed (PYTHONUNBUFFERED).
-    return cpu_env(cache, devices, cluster.env(without_launcher(os.environ)), PYTHONUNBUFFERED="1")
+    # cluster.env comes last: cpu_env drops every SLURM_ variable, SLURM_CONF included.
+    return cluster.env(cpu_env(cache, devices, PYTHONUNBUFFERED="1"))
 
 
 def train_overrides(manifest: Path, workdir: Path, max_steps: int) -> list[str]:

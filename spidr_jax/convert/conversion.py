@@ -129,13 +129,15 @@ def orbax_to_torch(
     targets = {output_path.with_name(f"{output_path.stem}.config.json"): "its config"}
     if config_json:
         targets[output_path.parent / "config.json"] = "config.json"
+    if not overwrite and output_path.exists():  # refused before the checkpoint is read
+        raise OutputExistsError(f"{output_path} exists; pass --overwrite to replace it")
     cfg, tree = read_pretrained(Path(input_dir).resolve(), step=step)  # Orbax refuses relative paths
     if say is not None:
         kind = "training workdir" if is_training_workdir(input_dir) else "converted model"
         say(f"checkpoint: {Path(input_dir).resolve()} ({kind}, step {int(tree['current_step'])})")
     config_text = json.dumps(reference_config(cfg), indent=2) + "\n"
     if not overwrite:
-        _refuse_existing(output_path, targets, config_text)
+        _refuse_other_configs(output_path, targets, config_text)
     state_dict = tree_to_state_dict(tree, cfg)
     created = _missing_ancestors(output_path)
     written: list[Path] = []
@@ -154,10 +156,8 @@ def orbax_to_torch(
     return output_path
 
 
-def _refuse_existing(output_path: Path, configs: dict[Path, str], config_text: str) -> None:
-    """Raise OutputExistsError for an output that is there already, or a config that describes another model."""
-    if output_path.exists():
-        raise OutputExistsError(f"{output_path} exists; pass --overwrite to replace it")
+def _refuse_other_configs(output_path: Path, configs: dict[Path, str], config_text: str) -> None:
+    """Raise OutputExistsError for a config there already that describes another model."""
     for path, name in configs.items():
         if path.exists() and path.read_text(encoding="utf-8", errors="replace") != config_text:
             raise OutputExistsError(
