@@ -37,9 +37,10 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A compilation cache shared by the processes a test module starts."""
-    return tmp_path_factory.mktemp("jax_cache")
+def cache() -> Path:
+    """The compilation cache of this test session, shared by the processes the tests start: a trainer of the tiny
+    config compiles its step once for the whole session (no test asserts that a program is compiled)."""
+    return Path(os.environ["SPIDR_JAX_COMPILATION_CACHE"])
 
 
 def pytest_collection_modifyitems(items: list) -> None:

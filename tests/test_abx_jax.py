@@ -277,6 +277,7 @@ def demo_features(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_cli_on_demo_features(tmp_path, capsys):
     features = demo_features(tmp_path)
     item = demo.item_path("dev")

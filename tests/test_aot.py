@@ -152,6 +152,7 @@ def test_bad_target_is_one_line_and_exit_2() -> None:
 # ---- compiled for targets ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_single_host_tpu_slice(tpu_records: list) -> None:
     (record,) = tpu_records  # one shape (no manifest), one phase (tiny's freeze_step is beyond max_steps)
     assert (record.target, record.devices, record.hosts, record.platform) == ("v5p-8", 4, 1, "tpu")
@@ -160,6 +161,7 @@ def test_single_host_tpu_slice(tpu_records: list) -> None:
     assert_costs(record)
 
 
+@pytest.mark.slow
 def test_one_gpu_node(gpu_records: list) -> None:
     (record,) = gpu_records
     assert (record.target, record.devices, record.hosts, record.platform) == ("h100x8", 8, 1, "gpu")
@@ -167,6 +169,7 @@ def test_one_gpu_node(gpu_records: list) -> None:
     assert record.kernels["collective"] > 0  # the all-reduces of the gradients and codebook statistics
 
 
+@pytest.mark.slow
 def test_flops_agree_with_the_cpu_compiled_step(tpu_records: list, gpu_records: list) -> None:
     """The FLOPs of a record are those XLA counts for the same step compiled on a CPU for one device's rows."""
     cfg = tiny_config()
@@ -181,6 +184,7 @@ def test_flops_agree_with_the_cpu_compiled_step(tpu_records: list, gpu_records: 
         assert record.flops == pytest.approx(cpu_flops, rel=0.05)
 
 
+@pytest.mark.slow
 def test_over_budget_on_a_tpu_is_the_compilers_refusal_in_one_line() -> None:
     result = run_aot(*TINY[:-1], "--config.data.max_batch_length=640000000", "--target=v5e-8")
     assert result.returncode == 1, result.stderr
@@ -241,6 +245,7 @@ def test_dinosr_compiles() -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("nvidia.cudnn") is None, reason="nvidia-cudnn-cu13 is not installed")
+@pytest.mark.slow
 def test_cudnn_attention_compiles_to_cudnns_fused_kernel() -> None:
     """run.attention=cudnn on a GPU node: every attention (tiny has no attention dropout) is cuDNN's fused kernel."""
     cfg = tiny_config()

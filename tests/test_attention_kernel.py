@@ -35,6 +35,7 @@ def test_cudnn_only_on_gpus_in_16_bits():
         attention_kernel("flash", "gpu", jnp.bfloat16)
 
 
+@pytest.mark.slow
 def test_the_padded_keys_are_left_out_by_length():
     """The kernels take the keys' valid lengths: a padded row attends as it does alone."""
     attention = SelfAttention(16, 2, qkv_bias=True, dropout_rate=0.0, dtype=jnp.float32, rngs=nnx.Rngs(0))
@@ -46,6 +47,7 @@ def test_the_padded_keys_are_left_out_by_length():
     assert jnp.allclose(padded[0], attention(x[:1], None, deterministic=True, rngs=None)[0], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_training_with_cudnn_on_a_cpu_stops_in_one_line(tmp_path):
     (tmp_path / "train.csv").write_text("\n".join(write_tone_corpus(tmp_path, 4)) + "\n")
     result = subprocess.run(

@@ -17,12 +17,15 @@ from pathlib import Path
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 from spidr_jax.config.loading import config_from_json
 from spidr_jax.pretrained import read_pretrained, read_workdir
 from spidr_jax.train.checkpoints import RunCheckpoints, abstract_train_state
 from tests.run_outputs import leaves
 from tests.tone_corpus import write_tone_corpus
+
+pytestmark = pytest.mark.slow  # minutes on 2 CPU cores: left out of the quick tier (-m "not slow")
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = [

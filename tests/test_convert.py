@@ -30,6 +30,7 @@ def run_cli(script: str, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("model_type", ["spidr", "dinosr"])
+@pytest.mark.slow
 def test_cli_round_trip_is_bit_exact_and_loads_strict(tmp_path, model_type):
     model, cfg = reference_model(model_type, seed=1, **SMALL, encoder_qkv_bias=True)
     pt = save_release(model, cfg, tmp_path / "release", model_type)
@@ -127,6 +128,7 @@ def invert_fairseq_mapping(state: dict[str, torch.Tensor]) -> dict:
     return {"model": model, "last_optimizer_state": {"state": {0: {"step": 4321}}}}
 
 
+@pytest.mark.slow
 def test_fairseq_dinosr_checkpoint(tmp_path):
     model, _ = reference_model("dinosr", seed=5, encoder_qkv_bias=True)
     fairseq = invert_fairseq_mapping(model.state_dict())
@@ -266,6 +268,7 @@ def test_wrong_typed_config_field_names_file_and_field(tmp_path, capsys, field, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_disk_full_leaves_nothing(tmp_path):
     model, cfg = reference_model("spidr", seed=13, **SMALL)
     pt = save_release(model, cfg, tmp_path / "release", "spidr")
@@ -317,6 +320,7 @@ def test_orbax_to_torch_refuses_an_existing_output_and_keeps_no_other_models_con
     assert read_pretrained(again)[0] == read_pretrained(orbax)[0]
 
 
+@pytest.mark.slow
 def test_the_defaults_used_are_said_and_the_other_models_config_is_refused(tmp_path, capsys):
     model, cfg = reference_model("dinosr", seed=14)  # base DinoSR: the same keys and shapes as base SpidR
     torch.save({"model": model.state_dict()}, tmp_path / "model.pt")

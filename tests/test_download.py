@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from spidr_jax import load_pretrained
@@ -13,6 +14,7 @@ from spidr_jax.download import RELEASES
 from tests.reference import reference_model
 
 
+@pytest.mark.slow
 def test_download_and_convert_from_file_url(tmp_path):
     model, _ = reference_model("spidr", seed=0)  # the released files are base-size models with default configs
     torch.save({"model": model.state_dict()}, tmp_path / "spidr_base.pt")

@@ -20,6 +20,8 @@ from spidr_jax.pretrained import load_pretrained
 from tests.processes import messages
 from tests.reference import tiny_orbax_checkpoint
 
+pytestmark = pytest.mark.slow  # minutes on 2 CPU cores: left out of the quick tier (-m "not slow")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

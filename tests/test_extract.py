@@ -54,6 +54,7 @@ def reference_layers(model, waveform):
         return model.get_intermediate_outputs(wav), model.get_codebooks(wav, onehot=True)
 
 
+@pytest.mark.slow
 def test_features_match_reference_and_resume(setup, tmp_path):
     root, model, checkpoint, audio = setup
     result = extract(root, checkpoint, tmp_path / "feats", "--layer", "3")
@@ -71,6 +72,7 @@ def test_features_match_reference_and_resume(setup, tmp_path):
     assert again.returncode == 1  # the NaN file still fails, and --on-error stop makes it an error
 
 
+@pytest.mark.slow
 def test_units_match_reference_and_survive_a_cut_line(setup, tmp_path):
     root, model, checkpoint, audio = setup
     result = extract(root, checkpoint, tmp_path / "units", "--layer", "4", "--units")

@@ -166,6 +166,7 @@ def test_read_only_output_directory(setup, tmp_path, capsys):
         assert list(ro.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_disk_full_names_the_file_and_leaves_no_partial_file(setup, tmp_path):
     checkpoint, rows, _ = setup
     manifest = write_manifest(tmp_path / "m.csv", rows)

@@ -49,6 +49,7 @@ def test_deduplicate_collapses_runs_and_counts_their_frames():
     assert deduplicate(np.array([], np.int32))[0].size == 0
 
 
+@pytest.mark.slow
 def test_units_formats_hold_the_same_units_in_manifest_order(setup, tmp_path, capsys):
     checkpoint, rows = setup
     manifest = write_manifest(tmp_path / "m.csv", rows)

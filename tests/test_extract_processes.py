@@ -59,6 +59,7 @@ def test_the_split_is_deterministic_and_balanced():
 
 
 @pytest.mark.skipif(not gloo_available(), reason="this jaxlib has no Gloo CPU collectives")
+@pytest.mark.slow
 def test_two_processes_resume_and_merge_units(setup, tmp_path, capsys, monkeypatch):
     checkpoint, manifest = setup
     extract_here(capsys, monkeypatch, checkpoint, manifest, tmp_path / "single", "--layer", "3", "--units")
@@ -93,6 +94,7 @@ def test_two_processes_resume_and_merge_units(setup, tmp_path, capsys, monkeypat
 
 
 @pytest.mark.skipif(not gloo_available(), reason="this jaxlib has no Gloo CPU collectives")
+@pytest.mark.slow
 def test_two_processes_of_two_devices_write_the_features_of_one(setup, tmp_path, capsys, monkeypatch):
     checkpoint, manifest = setup
     extract_here(capsys, monkeypatch, checkpoint, manifest, tmp_path / "single", "--layer", "2")

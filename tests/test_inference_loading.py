@@ -29,6 +29,7 @@ def assert_same_tree_but_the_teacher(without: dict, whole: dict) -> None:
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_a_converted_model_read_without_its_teacher_computes_the_same(tmp_path):
     checkpoint = tiny_checkpoint(tmp_path / "tiny")
     cfg, whole = read_pretrained(checkpoint)

@@ -35,6 +35,7 @@ def run_kmeans(capsys, *args) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_fit_then_extract_kmeans_units(corpus, tmp_path, capsys):
     checkpoint, manifest = corpus
     km = tmp_path / "km.npz"

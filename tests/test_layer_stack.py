@@ -44,6 +44,7 @@ def student_outputs(execution: LayerExecution, num_layers: int | None, *, before
 
 
 @pytest.mark.parametrize(("num_layers", "before_residual"), [(None, True), (None, False), (2, True)])
+@pytest.mark.slow
 def test_scanned_layers_equal_unrolled_ones_with_dropout_and_layer_drop(num_layers, before_residual):
     expected = student_outputs(EXECUTIONS["unrolled"], num_layers, before_residual=before_residual)
     assert expected.shape[0] == (num_layers or FIELDS["encoder_num_layers"])
@@ -61,6 +62,7 @@ def test_layer_drop_really_drops_and_layers_differ():
     assert np.abs(stochastic - np.asarray(deterministic)).max() > 1e-2
 
 
+@pytest.mark.slow
 def test_gradients_are_the_same_however_the_layers_run():
     grads = {}
     for name, execution in EXECUTIONS.items():

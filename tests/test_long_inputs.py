@@ -66,6 +66,7 @@ def model_outputs_of(model, waveforms, lengths):
 
 
 @pytest.mark.parametrize("mode", ["layer_norm", "group_norm"])
+@pytest.mark.slow
 def test_blocked_and_chunked_model_equals_one_pass(mode):
     cfg = SpidRConfig(**(SMALL | {"extractor_mode": mode, "extractor_conv_bias": True}))
     model = build_model(cfg, seed=1)
@@ -115,6 +116,7 @@ def write_files(tmp_path, lengths):
     return rows
 
 
+@pytest.mark.slow
 def test_long_file_alone_equals_its_one_pass_output(tmp_path, small_model):
     rows = write_files(tmp_path, [8000, 36000])
     batching = Batching(long_seconds=2.0)
@@ -127,6 +129,7 @@ def test_long_file_alone_equals_its_one_pass_output(tmp_path, small_model):
         assert scale_error(expected[result.index], result.value) <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_next_batch_starts_before_the_outputs_of_the_last_are_handed_out(tmp_path, small_model):
     # The host traces, decodes and writes while the devices compute: each batch (traced as it starts) is started
     # before the outputs of the one before it are handed out. Three batches: each short file, then the long one.

@@ -266,6 +266,7 @@ def test_probabilistic_rounding_of_span_count() -> None:
     assert set(counts) == {120}
 
 
+@pytest.mark.slow
 def test_span_count_rounding_per_row_or_per_batch() -> None:
     # 12.5 expected spans of 10 frames that always fit apart. Time masks round the count per row, and the batch keeps
     # its minimum (12 unless all 8 rows draw 13); channel masks and compute_span_mask without valid_frames round once

@@ -7,6 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 
 from spidr_jax.config import OptimizerConfig, SpidRConfig
@@ -19,6 +20,7 @@ from tests.step_harness import CASES, FRAMES, OPTIMIZER, SAMPLES, jax_train
 from tests.train_reference import dense_mask, random_batches, reference_train
 
 
+@pytest.mark.slow
 def test_bfloat16_run_stays_close_to_float32_reference():
     fields = CASES["spidr"]
     cfg = SpidRConfig(**fields)
@@ -68,6 +70,7 @@ def test_loss_scale_follows_grad_scaler():
     np.testing.assert_array_equal(np.asarray(scales), np.asarray(expected, np.float32))
 
 
+@pytest.mark.slow
 def test_overflowing_step_is_skipped():
     # bfloat16 (XLA:CPU lacks float16 attention); the loss scaling logic is the same for both 16-bit dtypes.
     cfg = SpidRConfig(**SMALL)

@@ -99,7 +99,9 @@ def check_loss(reference, ours, waveforms, seed=0):
     np.testing.assert_allclose(float(metrics.pred_ppl), float(ref_out["pred_ppl"]), rtol=1e-4)
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize(
+    "variant", [pytest.param(v, marks=pytest.mark.slow) if v == "spidr-small" else v for v in VARIANTS]
+)
 def test_small_variants_match_reference(tmp_path, variant):
     model_type, fields = VARIANTS[variant]
     reference, ours = convert(tmp_path, model_type, fields, seed=len(variant))
@@ -109,6 +111,7 @@ def test_small_variants_match_reference(tmp_path, variant):
 
 
 @pytest.mark.parametrize("model_type", ["spidr", "dinosr"])
+@pytest.mark.slow
 def test_base_config_matches_reference(tmp_path, model_type):
     reference, ours = convert(tmp_path, model_type, {}, seed=11)
     waveforms = np.random.default_rng(1).standard_normal((2, 16000)).astype(np.float32)
@@ -117,6 +120,7 @@ def test_base_config_matches_reference(tmp_path, model_type):
 
 
 @pytest.mark.parametrize("variant", ["spidr-small", "group-norm-conv-bias", "qkv-bias-pre-ln"])
+@pytest.mark.slow
 def test_padded_batch_equals_one_by_one(tmp_path, variant):
     model_type, fields = VARIANTS[variant]
     reference, ours = convert(tmp_path, model_type, fields, seed=3)

@@ -30,7 +30,10 @@ from tests.train_cli import ROOT, TINY, small_batches
 
 OVERRIDES = small_batches(2)  # 2 rows per device: a global batch of 4 rows per 2 devices
 TIMEOUT = 240  # seconds for one run of the trainer (a few steps of the tiny model take ~20 s on 2 cores)
-pytestmark = pytest.mark.skipif(not gloo_available(), reason="this jaxlib has no Gloo CPU collectives")
+pytestmark = [
+    pytest.mark.skipif(not gloo_available(), reason="this jaxlib has no Gloo CPU collectives"),
+    pytest.mark.slow,  # minutes on 2 CPU cores: left out of the quick tier (-m "not slow")
+]
 
 
 @dataclass

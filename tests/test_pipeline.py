@@ -165,6 +165,7 @@ def test_two_processes_concatenate_to_the_global_batch(corpus: tuple[Path, Path]
             np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), expected[key], err_msg=key)
 
 
+@pytest.mark.slow
 def test_workers_give_the_same_batches(corpus: tuple[Path, Path]) -> None:
     flags.FLAGS.mark_as_parsed()
     in_process = take(make(corpus[0]), 1, 4)
@@ -325,6 +326,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 def test_no_shared_memory_is_left_behind(corpus: tuple[Path, Path], tmp_path: Path) -> None:
     # Batches from data.num_workers > 0 arrive in shared memory; kept alive by JAX arrays to the end, they were left
     # behind (and Python's resource tracker warned of "leaked shared_memory objects").

@@ -6,10 +6,13 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from spidr_jax.convert.conversion import torch_to_orbax
 from tests.reference import SMALL, reference_model, save_release
+
+pytestmark = pytest.mark.slow  # minutes on 2 CPU cores: left out of the quick tier (-m "not slow")
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -72,6 +72,7 @@ def config_fields() -> set[str]:
     return fields
 
 
+@pytest.mark.slow
 def test_every_shell_command_names_a_module_and_flags_it_knows():
     commands = [call for tokens in shell_commands(README.read_text()) if (call := invocation(tokens))]
     assert len(commands) > 20

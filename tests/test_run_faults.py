@@ -194,6 +194,7 @@ def test_a_relative_workdir_is_read(tmp_path, monkeypatch):
     assert cfg == TINY
 
 
+@pytest.mark.slow
 def test_validate_says_what_it_scored_left_out_and_failed(tmp_path):
     from spidr_jax.train.validate import validate_checkpoint
 

@@ -28,6 +28,8 @@ from tests.run_outputs import leaves, logged_steps
 from tests.slurm_cluster import SlurmCluster
 from tests.train_cli import small_batches
 
+pytestmark = pytest.mark.slow  # minutes on 2 CPU cores: left out of the quick tier (-m "not slow")
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "configs/tiny.py"
 STEPS = 80

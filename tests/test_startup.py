@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow
 def test_training_and_extraction_modules_do_not_import_torch(tmp_path):
     code = (
         "import sys\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 
 from spidr_jax.config import OptimizerConfig, SpidRConfig
 from spidr_jax.models import build_model
@@ -14,6 +15,8 @@ from spidr_jax.train.step import StepDefinition, compile_train_step
 from spidr_jax.train.step_executables import StepExecutables
 from spidr_jax.train.workdir import abstract_batch, global_batch
 from tests.reference import SMALL
+
+pytestmark = pytest.mark.slow  # minutes on 2 CPU cores: left out of the quick tier (-m "not slow")
 
 SHAPES = [(4, 1000), (2, 1600)]  # (rows, samples); SMALL's extractor: 20 samples per frame
 

@@ -39,6 +39,7 @@ def run_both(model_type: str, opt: OptimizerConfig, num_steps: int = 6, executio
     ],
     ids=["spidr-unrolled", "dinosr-unrolled", "spidr-scanned", "dinosr-scanned-remat"],
 )
+@pytest.mark.slow
 def test_consecutive_steps_match_reference(model_type, execution):
     initial, ref_records, ref_states, records, states = run_both(model_type, OPTIMIZER, execution=execution)
     for step, (ref, ours) in enumerate(zip(ref_records, records, strict=True)):
@@ -67,6 +68,7 @@ def test_consecutive_steps_match_reference(model_type, execution):
     )
 
 
+@pytest.mark.slow
 def test_other_schedule_and_no_warmup_match_reference():
     opt = OptimizerConfig(lr=1e-3, warmup_steps=0, max_steps=5, max_norm=10.0, dtype="float32", scheduler="cosine")
     _, ref_records, ref_states, records, states = run_both("spidr", opt, num_steps=3)
@@ -78,6 +80,7 @@ def test_other_schedule_and_no_warmup_match_reference():
 
 
 @pytest.mark.parametrize("model_type", ["spidr", "dinosr"])
+@pytest.mark.slow
 def test_padded_batches_match_reference(model_type):
     """data.enable_padding: zero-padded rows, attention masked, masks on valid frames; the last batch has no padding.
 

@@ -49,8 +49,7 @@ def corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict[str, str]:
-    cache = tmp_path_factory.mktemp("jax_cache")
+def env(cache: Path) -> dict[str, str]:
     return os.environ | {"SPIDR_JAX_COMPILATION_CACHE": str(cache), "JAX_PLATFORMS": "cpu"}
 
 
@@ -73,6 +72,7 @@ def error_lines(result: subprocess.CompletedProcess) -> list[str]:
     return ["error:" + line.split("error:", 1)[1] for line in result.stderr.splitlines() if "error:" in line]
 
 
+@pytest.mark.slow
 def test_kill_before_the_first_periodic_save_resumes_and_a_second_run_is_refused(corpus, env, tmp_path):
     straight = run(train_args(corpus, tmp_path / "straight", "--config.optimizer.max_steps=5"), env)
     assert straight.returncode == 0, straight.stderr[-2000:]
@@ -146,6 +146,7 @@ def test_rows_that_fail_to_decode_are_replaced_the_same_way_everywhere(corpus, p
     assert sorted(location for location, _ in verified.scan.problems) == sorted(set(failed))
 
 
+@pytest.mark.slow
 def test_training_replaces_corrupt_rows_records_them_and_stops_when_too_many_fail(corpus, env, tmp_path):
     workdir = tmp_path / "run"
     result = run(
@@ -179,6 +180,7 @@ def overwrite_middle(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 def test_damaged_checkpoints_are_detected_set_aside_and_an_older_one_used(corpus, env, tmp_path):
     workdir = tmp_path / "run"
     steps = ["--config.run.save_interval=2", "--config.run.keep_latest=-1"]
@@ -211,6 +213,7 @@ def test_damaged_checkpoints_are_detected_set_aside_and_an_older_one_used(corpus
     assert "the checkpoint is at step 6, not below optimizer.max_steps (4): nothing to train" in lower.stdout
 
 
+@pytest.mark.slow
 def test_ctrl_c_twice_stops_at_once_and_workers_exit_with_a_killed_trainer(corpus, env, tmp_path):
     workdir = tmp_path / "interrupted"
     # A long validation after the stop's checkpoint: the second Ctrl-C comes while the first is being honoured.
@@ -297,6 +300,7 @@ def test_a_read_only_workdir_fails_in_one_line(corpus, env, read_only_disk):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_in_one_line(corpus, env, small_disk):
     workdir = small_disk / "run"
     result = run(train_args(corpus, workdir, "--config.optimizer.max_steps=40", "--config.run.save_interval=2"), env)

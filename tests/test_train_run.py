@@ -35,8 +35,7 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("jax_cache")
+def env(cache):
     return os.environ | {"SPIDR_JAX_COMPILATION_CACHE": str(cache), "JAX_PLATFORMS": "cpu"}
 
 
@@ -44,6 +43,7 @@ def losses(workdir: Path) -> dict[int, float]:
     return dict(read_scalars(workdir)["train/loss"])
 
 
+@pytest.mark.slow
 def test_interrupted_runs_continue_exactly(corpus, env, tmp_path):
     straight = run(train_args(corpus, tmp_path / "a", "--config.optimizer.max_steps=12"), env)
     assert straight.returncode == 0, straight.stderr[-2000:]
@@ -79,6 +79,7 @@ def test_interrupted_runs_continue_exactly(corpus, env, tmp_path):
         assert losses(workdir) == losses(tmp_path / "a")
 
 
+@pytest.mark.slow
 def test_metrics_validation_and_bad_audio(corpus, env, tmp_path):
     workdir = tmp_path / "run"
     validation = f"--config.validation={{'dev': {{'manifest': '{corpus / 'train.csv'}', 'num_static_shapes': 1}}}}"
@@ -112,6 +113,7 @@ def test_metrics_validation_and_bad_audio(corpus, env, tmp_path):
     np.testing.assert_allclose(record["loss"], dict(scalars["dev/loss"])[4], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_without_saving(env, tmp_path):
     # Finite samples (no decode failure) so large that, not standardized, they overflow the model's float32.
     wav = np.full(16_000, 1e38, np.float32)
@@ -131,6 +133,7 @@ def test_non_finite_loss_stops_without_saving(env, tmp_path):
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["0"]
 
 
+@pytest.mark.slow
 def test_bad_config_fails_before_compiling(corpus, env, tmp_path):
     result = run(train_args(corpus, tmp_path / "run", "--config.data.max_batch_length=100"), env)
     assert result.returncode == 2
@@ -142,6 +145,7 @@ def test_bad_config_fails_before_compiling(corpus, env, tmp_path):
     assert "run.workdir is required" in missing.stderr
 
 
+@pytest.mark.slow
 def test_init_from_converted_checkpoint_and_extract_from_workdir(corpus, env, tmp_path):
     import torch
     from spidr.config import SpidRConfig as TorchSpidRConfig
@@ -177,6 +181,7 @@ def test_init_from_converted_checkpoint_and_extract_from_workdir(corpus, env, tm
     assert len((tmp_path / "units" / "units.jsonl").read_text().splitlines()) == 24
 
 
+@pytest.mark.slow
 def test_folder_of_real_audio_to_falling_loss(env, tmp_path):
     """The issue's path: write_manifest over a folder of real speech, then tiny training; the loss falls."""
     audio = ROOT / "spidr_jax" / "demo" / "corpus" / "audio" / "train"
@@ -199,6 +204,7 @@ def test_folder_of_real_audio_to_falling_loss(env, tmp_path):
     assert logged[60] < logged[10] - 0.5
 
 
+@pytest.mark.slow
 def test_high_crop_waste_is_warned_about_naming_the_field(env, tmp_path):
     """Most clips are 4 times longer than the others: one static shape crops most of the audio of the long ones.
 

@@ -133,6 +133,7 @@ def assert_fails_cleanly(tmp_path: Path, dataset: Path, named: str, *extra: str)
     assert list(out_dir.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_cli_errors(tmp_path: Path) -> None:
     dataset = make_dataset(tmp_path / "data")
     assert_fails_cleanly(tmp_path, dataset, str(dataset), "--ext", ".mp3")

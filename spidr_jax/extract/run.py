@@ -32,6 +32,7 @@ from spidr_jax.models.attention_kernel import attention_kernel
 from spidr_jax.models.layer_outputs import OutputFunction, check_layer, features_at, kmeans_units_at, units_at
 from spidr_jax.pretrained import is_training_workdir, model_from_tree, read_pretrained
 from spidr_jax.progress import make_progress
+from spidr_jax.storage.atomic import make_directory
 from spidr_jax.storage.kmeans_file import KMeansFile, read_kmeans_file
 from spidr_jax.storage.run_lock import RunLock
 
@@ -148,6 +149,7 @@ def prepare(
         print(f"checkpoint: {settings.describe_checkpoint()}", file=sys.stderr, flush=True)
         try:
             check_output_location(output)
+            make_directory(output)  # a place that cannot be written: one line naming it, before the lock is tried
             lock = RunLock(output, LOCK_FILE, what="extraction", instead="another --output").__enter__()
             removed = prepare_output(output, settings, overwrite=options.overwrite)
             if removed:

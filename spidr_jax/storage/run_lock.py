@@ -21,7 +21,6 @@ from types import TracebackType
 from typing import Self
 
 from spidr_jax.errors import UserError
-from spidr_jax.storage.atomic import make_directory, write_failure
 
 REFRESH_EVERY = 30.0  # seconds between two refreshes of the lock's modification time
 STALE_AFTER = 180.0  # a lock of another host not refreshed for this long is stale (allows for clock skew)
@@ -71,7 +70,7 @@ class RunLock:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Self:
-        make_directory(self.path.parent)  # a read-only place: one line naming it
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):  # a stale lock is removed, then the creation is tried again
             if self._create():
                 self._thread = threading.Thread(target=self._refresh, name="workdir-lock", daemon=True)
@@ -103,8 +102,6 @@ class RunLock:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
-        except OSError as error:
-            raise write_failure(self.path.parent, error) from error
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             json.dump(self.holder, file)
             file.write("\n")
