@@ -16,13 +16,15 @@ from tests.tone_corpus import write_tone_corpus
 
 # The slowest modules first: tests/run.sh gives whole modules to two workers, and a long module started last would
 # leave one worker running alone at the end. The others follow in their usual order.
-SLOWEST_MODULES = (
+SLOWEST_MODULES = (  # by their time in a full run on 2 cores, longest first
+    "test_train_run",
     "test_multiprocess",
     "test_slurm",
-    "test_train_run",
-    "test_step_parity",
-    "test_train_faults",
+    "test_aot",
     "test_evaluate_cli",
+    "test_train_faults",
+    "test_step_parity",
+    "test_readme_commands",
     "test_model_parity",
     "test_step_sharding",
 )
