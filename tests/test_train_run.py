@@ -82,7 +82,12 @@ def test_interrupted_runs_continue_exactly(corpus, env, tmp_path):
 @pytest.mark.slow
 def test_metrics_validation_and_bad_audio(corpus, env, tmp_path):
     workdir = tmp_path / "run"
-    validation = f"--config.validation={{'dev': {{'manifest': '{corpus / 'train.csv'}', 'num_static_shapes': 1}}}}"
+    # Decoded in one thread (num_workers 0): the default 10 worker processes, started for each of the 3 passes,
+    # took most of this test's time on 2 cores.
+    validation = (
+        f"--config.validation={{'dev': {{'manifest': '{corpus / 'train.csv'}', 'num_static_shapes': 1, "
+        "'num_workers': 0}}"
+    )
     result = run(
         train_args(corpus, workdir, "--config.optimizer.max_steps=4", "--config.run.save_interval=2", validation,
                    manifest="with_bad.csv"),
