@@ -24,6 +24,7 @@ from spidr_jax.extract.inference import Batching
 from spidr_jax.extract.processes import join_processes, split_rows
 from spidr_jax.extract.run import check_unique, load_checkpoint
 from spidr_jax.models.layer_outputs import check_layer
+from spidr_jax.pretrained import describe_checkpoint_at
 from spidr_jax.runtime import enable_compilation_cache
 
 
@@ -65,9 +66,9 @@ def main(argv: list[str] | None = None) -> None:
         check_unique(rows, args.manifest)
         if args.max_hours is not None:
             rows = sample_hours(rows, args.max_hours, seed=args.seed)
-        model, kind, step = load_checkpoint(args.checkpoint.resolve(), args.dtype, args.step)
+        model, _, step = load_checkpoint(args.checkpoint.resolve(), args.dtype, args.step)
         if processes.is_first:
-            print(f"checkpoint: {args.checkpoint.resolve()} ({kind}, step {step})", file=sys.stderr)
+            print(f"checkpoint: {describe_checkpoint_at(args.checkpoint, step)}", file=sys.stderr)
         check_layer(model.config, args.layer, units=False)
         if args.output.exists() and args.output.is_dir():
             raise FileExistsError(f"{args.output} is a directory; --output names the km.npz to write")

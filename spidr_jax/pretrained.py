@@ -163,10 +163,19 @@ def read_workdir(path: str | Path, step: int | None = None, *, teacher: bool = T
     return cfg, tree, step
 
 
-def describe_checkpoint(path: str | Path, model: DinoSR) -> str:
+def checkpoint_kind(path: str | Path) -> str:
+    """How the commands name what they read: "training workdir" or "converted model"."""
+    return "training workdir" if is_training_workdir(path) else "converted model"
+
+
+def describe_checkpoint_at(path: str | Path, step: int) -> str:
     """`PATH (converted model, step N)` or `PATH (training workdir, step N)`: what every command prints first."""
-    kind = "training workdir" if is_training_workdir(path) else "converted model"
-    return f"{Path(path).resolve()} ({kind}, step {int(np.asarray(model.current_step[...]))})"
+    return f"{Path(path).resolve()} ({checkpoint_kind(path)}, step {step})"
+
+
+def describe_checkpoint(path: str | Path, model: DinoSR) -> str:
+    """`describe_checkpoint_at` with the model's step."""
+    return describe_checkpoint_at(path, int(np.asarray(model.current_step[...])))
 
 
 def load_pretrained(

@@ -23,7 +23,7 @@ from spidr_jax.convert.torch_files import (
 )
 from spidr_jax.convert.torch_layout import StateDictMismatchError, state_dict_to_tree, tree_to_state_dict
 from spidr_jax.errors import InputError, UserError
-from spidr_jax.pretrained import PretrainedFormatError, is_training_workdir, read_pretrained, save_pretrained
+from spidr_jax.pretrained import PretrainedFormatError, describe_checkpoint_at, read_pretrained, save_pretrained
 from spidr_jax.storage.atomic import WriteError, write_atomically, write_text
 from spidr_jax.storage.file_modes import apply_umask
 from spidr_jax.storage.orbax_noise import stderr_dropped
@@ -133,8 +133,7 @@ def orbax_to_torch(
         raise OutputExistsError(f"{output_path} exists; pass --overwrite to replace it")
     cfg, tree = read_pretrained(Path(input_dir).resolve(), step=step)  # Orbax refuses relative paths
     if say is not None:
-        kind = "training workdir" if is_training_workdir(input_dir) else "converted model"
-        say(f"checkpoint: {Path(input_dir).resolve()} ({kind}, step {int(tree['current_step'])})")
+        say(f"checkpoint: {describe_checkpoint_at(input_dir, int(tree['current_step']))}")
     config_text = json.dumps(reference_config(cfg), indent=2) + "\n"
     if not overwrite:
         _refuse_other_configs(output_path, targets, config_text)

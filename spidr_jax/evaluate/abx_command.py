@@ -175,8 +175,10 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> None:
             _fastabx_or_explain()
         else:
             enable_compilation_cache()  # a second evaluation with the same shapes compiles nothing
-        # Read the item file first: a bad one is reported before any model runs.
-        fileids = set(read_item_file(args.item, frame_step=args.frame_step, context=args.context == "within").fileids)
+        # Read the item file once, first: a bad one is reported before any model runs.
+        tokens = read_item_file(args.item, frame_step=args.frame_step, context=args.context == "within",
+                                librilight_slicing=args.librilight_slicing)  # fmt: skip
+        fileids = set(tokens.fileids)
         if args.features is not None:
             if args.units or args.probabilities or args.layer is not None or args.manifest is not None:
                 raise UsageError("--features DIR takes no --layer, --manifest, --units or --probabilities")
@@ -185,7 +187,6 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> None:
             what = "units" if np.issubdtype(first.dtype, np.integer) else "features"
         else:
             features, what, source = _model_features(args, fileids, say)
-        tokens = read_item_file(args.item, frame_step=args.frame_step, context=args.context == "within")
         check_features(tokens, {f: np.shape(features[f])[0] for f in tokens.fileids if f in features}, source)
         distance = args.distance or ("kl_symmetric" if args.probabilities else "angular")
         speakers = ["within", "across"] if args.speaker == "both" else [args.speaker]
@@ -194,7 +195,7 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> None:
                 error = _fastabx(args, features, speaker, distance)
             else:
                 error = abx_error_jax(
-                    args.item, features, speaker=speaker, context=args.context, frame_step=args.frame_step,
+                    tokens, features, speaker=speaker, context=args.context, frame_step=args.frame_step,
                     distance=distance, max_size_group=max_size_group, max_x_across=max_x_across, seed=args.seed,
                     librilight_slicing=args.librilight_slicing, source=source, progress=True,
                 )  # fmt: skip

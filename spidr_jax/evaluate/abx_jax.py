@@ -113,7 +113,7 @@ def _layout(tokens: ItemTokens, speaker: str, context: str) -> tuple[np.ndarray,
 
 
 def abx_error_jax(
-    item_file: str | Path,
+    item_file: str | Path | ItemTokens,
     features: Mapping[str, np.ndarray],
     *,
     speaker: Literal["within", "across"] = "within",
@@ -130,7 +130,9 @@ def abx_error_jax(
 ) -> float:
     """ABX error rate (0 is perfect, 0.5 is chance) of per-file features or units on the tokens of an item file.
 
-    :param item_file: ZeroSpeech ``.item`` file describing the phone tokens.
+    :param item_file: ZeroSpeech ``.item`` file describing the phone tokens, or its tokens as ``read_item_file``
+        read them (with this ``frame_step``, ``context`` and ``librilight_slicing``), to score several conditions
+        on one read.
     :param features: Mapping from file id (first column of the item file) to continuous features (frames, dim) or
         unit ids (frames,), one frame every ``frame_step`` seconds. Every file of the item file must be present.
     :param speaker: ``"within"`` or ``"across"`` speaker.
@@ -147,8 +149,12 @@ def abx_error_jax(
     :param progress: Show a progress bar over the token pairs.
     :raises UserError: On a bad item file, missing or malformed features, or no cell to score.
     """
-    tokens = read_item_file(
-        item_file, frame_step=frame_step, context=context == "within", librilight_slicing=librilight_slicing
+    tokens = (
+        item_file
+        if isinstance(item_file, ItemTokens)
+        else read_item_file(
+            item_file, frame_step=frame_step, context=context == "within", librilight_slicing=librilight_slicing
+        )
     )
     cells = build_cells(
         tokens, speaker=speaker, context=context, max_size_group=max_size_group, max_x_across=max_x_across, seed=seed

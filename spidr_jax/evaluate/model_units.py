@@ -86,7 +86,11 @@ def kmeans_units_quality(
     batching: Batching = DEFAULT_BATCHING,
 ) -> tuple[UnitsQuality, KMeansModel]:
     """Unit quality of k-means clusters of one layer's features (fitted on these files)."""
-    features = collect(model, rows, features_at(layer), batching)
-    kmeans = fit_kmeans(np.concatenate(list(features.values())), k, seed=seed)
-    units = {fileid: kmeans.predict(values) for fileid, values in features.items()}
+    units, kmeans = kmeans_units(collect(model, rows, features_at(layer), batching), k, seed=seed)
     return units_quality(pair_units_with_alignments(alignments, units), num_units=k), kmeans
+
+
+def kmeans_units(features: Mapping[str, np.ndarray], k: int, *, seed: int = 0) -> tuple[dict, KMeansModel]:
+    """({fileid: units (T,)}, the k-means) of a k-means fitted on the frames of all these files together."""
+    kmeans = fit_kmeans(np.concatenate(list(features.values())), k, seed=seed)
+    return {fileid: kmeans.predict(values) for fileid, values in features.items()}, kmeans

@@ -20,9 +20,8 @@ from spidr_jax.data.scan import at_model_rate
 from spidr_jax.errors import InputError, UsageError
 from spidr_jax.evaluate.alignments import check_alignment_lengths, pair_units_with_alignments, read_alignments
 from spidr_jax.evaluate.baseline import mfcc_units
-from spidr_jax.evaluate.kmeans import fit_kmeans
 from spidr_jax.evaluate.mfcc import num_mfcc_frames
-from spidr_jax.evaluate.model_units import collect_outputs
+from spidr_jax.evaluate.model_units import collect_outputs, kmeans_units
 from spidr_jax.evaluate.units_quality import units_quality
 from spidr_jax.extract.inference import Batching
 from spidr_jax.models import DinoSR
@@ -65,11 +64,7 @@ def model_units(
     units, failed = {}, {}
     for layer in layers:
         features, failed = collect_outputs(model, rows, features_at(layer), BATCHING)
-        if features:
-            kmeans = fit_kmeans(np.concatenate(list(features.values())), args.kmeans, seed=args.seed)
-            units[layer] = {fileid: kmeans.predict(values) for fileid, values in features.items()}
-        else:
-            units[layer] = {}
+        units[layer] = kmeans_units(features, args.kmeans, seed=args.seed)[0] if features else {}
     return units, failed, args.kmeans, f"k-means {args.kmeans}"
 
 

@@ -30,7 +30,7 @@ from spidr_jax.extract.units_file import UnitsWriter, deduplicate_units, merge_s
 from spidr_jax.models import DinoSR
 from spidr_jax.models.attention_kernel import attention_kernel
 from spidr_jax.models.layer_outputs import OutputFunction, check_layer, features_at, kmeans_units_at, units_at
-from spidr_jax.pretrained import is_training_workdir, model_from_tree, read_pretrained
+from spidr_jax.pretrained import checkpoint_kind, model_from_tree, read_pretrained
 from spidr_jax.progress import make_progress
 from spidr_jax.storage.atomic import make_directory
 from spidr_jax.storage.kmeans_file import KMeansFile, read_kmeans_file
@@ -104,9 +104,8 @@ def load_checkpoint(path: Path, dtype: str, step: int | None = None) -> tuple[Di
     (inference runs the student): half of the model's weights.
     """
     cfg, tree = read_pretrained(path, teacher=False, step=step)
-    kind = "training workdir" if is_training_workdir(path) else "converted model"
     step = int(np.asarray(tree["current_step"]))
-    return model_from_tree(cfg, tree, dtype=jnp.dtype(dtype)), kind, step
+    return model_from_tree(cfg, tree, dtype=jnp.dtype(dtype)), checkpoint_kind(path), step
 
 
 def settings_of(
