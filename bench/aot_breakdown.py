@@ -23,7 +23,7 @@ from spidr_jax.aot.hlo import KernelCount
 PARTS = (
     ("extractor", ("models/conv_block", "models/extractor", "models/chunked_extractor")),
     ("positional conv", ("models/positional", "models/grouped_conv")),
-    ("attention", ("SelfAttention", "attention_kernel", "blocked_attention")),
+    ("attention", ("SelfAttention", "attention_kernel", "blocked_attention", "attention_logits", "_logits_")),
     ("norms", ("layer_norm", "LayerNorm", "instance_norm", "GroupNorm")),
     ("GELU", ("gelu",)),
     ("linear layers", ("Linear",)),

@@ -1,11 +1,16 @@
 """Test setup: JAX on CPU, and the reference package importable as the oracle."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Compiled programs of the trainers and extractions the tests start go to a cache of this session, not the home's.
-os.environ.setdefault("SPIDR_JAX_COMPILATION_CACHE", tempfile.mkdtemp(prefix="spidr_jax_test_cache_"))
+# The process that makes it (pytest's main process; xdist's workers inherit the variable) removes it at exit.
+if "SPIDR_JAX_COMPILATION_CACHE" not in os.environ:
+    os.environ["SPIDR_JAX_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="spidr_jax_test_cache_")
+    atexit.register(shutil.rmtree, os.environ["SPIDR_JAX_COMPILATION_CACHE"], ignore_errors=True)
 
 from pathlib import Path
 

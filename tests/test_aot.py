@@ -245,7 +245,6 @@ def test_dinosr_compiles() -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("nvidia.cudnn") is None, reason="nvidia-cudnn-cu13 is not installed")
-@pytest.mark.slow
 def test_cudnn_attention_compiles_to_cudnns_fused_kernel() -> None:
     """run.attention=cudnn on a GPU node: every attention (tiny has no attention dropout) is cuDNN's fused kernel."""
     cfg = tiny_config()

@@ -61,8 +61,8 @@ def write_single_item_checkpoint(source: Path, target: Path, step: int) -> None:
     manager.close()
 
 
-def test_single_item_checkpoints_load_and_resume(tmp_path):
-    env = os.environ | {"SPIDR_JAX_COMPILATION_CACHE": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu"}
+def test_single_item_checkpoints_load_and_resume(tmp_path, cache):
+    env = os.environ | {"SPIDR_JAX_COMPILATION_CACHE": str(cache), "JAX_PLATFORMS": "cpu"}
     (tmp_path / "audio").mkdir()
     manifest = tmp_path / "audio" / "train.csv"
     manifest.write_text("\n".join(write_tone_corpus(tmp_path / "audio")) + "\n")

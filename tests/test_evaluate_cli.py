@@ -85,8 +85,8 @@ def test_plots(checkpoint, tmp_path):
     assert out.stat().st_size > 1000
 
 
-def test_demo_run_reports_units_before_and_after(tmp_path):
-    env = os.environ | {"SPIDR_JAX_COMPILATION_CACHE": str(tmp_path / "cache")}
+def test_demo_run_reports_units_before_and_after(tmp_path, cache):
+    env = os.environ | {"SPIDR_JAX_COMPILATION_CACHE": str(cache)}
     result = subprocess.run(
         [sys.executable, "-m", "spidr_jax.train", "--config=configs/demo.py", f"--config.run.workdir={tmp_path / 'd'}",
          "--config.optimizer.max_steps=6", "--config.run.save_interval=3", "--config.run.log_interval=3"],

@@ -1,4 +1,5 @@
-"""16-bit compute: a bfloat16 run stays close to the reference's float32 run; loss scaling follows GradScaler."""
+"""16-bit compute: a bfloat16 run stays close to the reference's float32 run; loss scaling follows GradScaler; the
+attention's backward products run in bfloat16."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from spidr_jax.config import OptimizerConfig, SpidRConfig
+from spidr_jax.models.transformer import attention_logits
 from spidr_jax.sharding import data_mesh, replicated
 from spidr_jax.train.loss_scale import GROWTH_INTERVAL, LossScale, init_loss_scale, update_loss_scale
 from spidr_jax.train.state import init_model, new_train_state
@@ -92,3 +94,34 @@ def test_overflowing_step_is_skipped():
     assert int(state.step) == 1  # the schedule still advances, as the reference's scheduler does
     for old, new in zip(jax.tree.leaves(before), jax.tree.leaves(jax.device_get(state.params)), strict=True):
         np.testing.assert_array_equal(old, new)
+
+
+def float32_products(fn, *args) -> int:
+    """How many matrix products of `fn`'s program (as lowered, before any compiler pass) have a float32 operand."""
+    lines = jax.jit(fn).lower(*args).as_text().splitlines()
+    products = [line.split(" : ")[-1] for line in lines if "stablehlo.dot_general" in line]
+    return sum(1 for types in products if "f32>" in types.split("->")[0])
+
+
+def test_bfloat16_attention_backward_runs_its_products_in_bfloat16():
+    """The gradient of the logits is rounded to bfloat16 before its two products with q and k (as a fused attention
+    kernel does), and the gradients stay those of the float32 product within bfloat16's rounding."""
+    keys = jax.random.split(jax.random.key(0), 3)
+    q, k = jax.random.normal(keys[0], (2, 40, 3, 16)), jax.random.normal(keys[1], (2, 40, 3, 16))
+    weights = jax.random.normal(keys[2], (2, 3, 40, 40))
+
+    def loss(logits_of, q, k):
+        return jnp.sum(jax.nn.softmax(logits_of(q, k), axis=-1) * weights)
+
+    plain = lambda q, k: jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)  # noqa: E731
+    grad = lambda logits_of: jax.grad(lambda q, k: loss(logits_of, q, k), argnums=(0, 1))  # noqa: E731
+    q16, k16 = q.astype(jnp.bfloat16), k.astype(jnp.bfloat16)
+    assert float32_products(grad(plain), q16, k16) == 2  # the two products of the float32 gradient
+    assert float32_products(grad(attention_logits), q16, k16) == 0
+    expected = grad(plain)(q16.astype(jnp.float32), k16.astype(jnp.float32))
+    for got, want in zip(grad(attention_logits)(q16, k16), expected, strict=True):
+        assert got.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(got, np.float32), want, atol=2e-2 * float(jnp.max(jnp.abs(want))))
+    # In float32, the plain product and its gradient exactly.
+    for got, want in zip(grad(attention_logits)(q, k), grad(plain)(q, k), strict=True):
+        np.testing.assert_array_equal(got, want)

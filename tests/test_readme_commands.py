@@ -120,13 +120,13 @@ def run(command: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPro
 
 
 @pytest.mark.slow
-def test_the_commands_after_the_demo_take_relative_paths(tmp_path):
+def test_the_commands_after_the_demo_take_relative_paths(tmp_path, cache):
     # A folder as a user's clone: the package and configs, and the test's environment activated.
     for name in ("spidr_jax", "configs"):
         (tmp_path / name).symlink_to(ROOT / name)
     bin_dir = Path(sys.executable).parent  # an activated environment: `python` is this one
     env = os.environ | {"PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
-    env["SPIDR_JAX_COMPILATION_CACHE"] = str(tmp_path / "cache")
+    env["SPIDR_JAX_COMPILATION_CACHE"] = str(cache)
     readme = README.read_text()
     demo_workdir(tmp_path / "runs" / "demo")  # as the README's demo command leaves it (that run: test_evaluate_cli)
     # The README's own evaluation of the demo, as written.

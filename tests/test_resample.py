@@ -128,8 +128,8 @@ def corpus_22k(tmp_path):
 
 
 @pytest.mark.slow
-def test_training_resamples_only_when_asked(corpus_22k, tmp_path):
-    env = os.environ | {"JAX_PLATFORMS": "cpu", "SPIDR_JAX_COMPILATION_CACHE": str(tmp_path / "cache")}
+def test_training_resamples_only_when_asked(corpus_22k, tmp_path, cache):
+    env = os.environ | {"JAX_PLATFORMS": "cpu", "SPIDR_JAX_COMPILATION_CACHE": str(cache)}
     refused = run(train_args(corpus_22k, tmp_path / "refused", "--config.optimizer.max_steps=2"), env)
     assert refused.returncode == 1
     last = refused.stderr.strip().splitlines()[-1]

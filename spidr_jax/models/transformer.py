@@ -67,11 +67,45 @@ class SelfAttention(nnx.Module):
     ) -> jax.Array:
         # Dropout on the attention probabilities needs them materialized: no fused kernel offers it.
         scale = 1.0 / math.sqrt(q.shape[-1])
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+        logits = attention_logits(q, k) * scale
         if key_mask is not None:
             logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
         probs = dropout(jax.nn.softmax(logits, axis=-1), self.dropout_rate, deterministic=False, rngs=rngs)
         return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
+
+
+def attention_logits(q: jax.Array, k: jax.Array) -> jax.Array:
+    """The attention logits q k^T per head, (B, T, H, d) x (B, S, H, d) -> (B, H, T, S), in float32 (for the softmax).
+
+    In a reduced precision (bfloat16 training), the backward pass rounds the logits' gradient to q's dtype before
+    its two products with q and k, as a fused attention kernel does (the reference's attention on a GPU): without
+    it they would run in float32 on a float32 gradient as large as the logits. In float32 this is the plain product.
+    """
+    if q.dtype == jnp.float32:
+        return _float32_logits(q, k)
+    return _logits_rounding_their_gradient(q, k)
+
+
+def _float32_logits(q: jax.Array, k: jax.Array) -> jax.Array:
+    return jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+
+
+@jax.custom_vjp
+def _logits_rounding_their_gradient(q: jax.Array, k: jax.Array) -> jax.Array:
+    return _float32_logits(q, k)
+
+
+def _logits_forward(q: jax.Array, k: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    return _float32_logits(q, k), (q, k)
+
+
+def _logits_backward(residuals: tuple[jax.Array, jax.Array], grad: jax.Array) -> tuple[jax.Array, jax.Array]:
+    q, k = residuals
+    grad = grad.astype(q.dtype)  # the products accumulate in float32 and return q's dtype
+    return jnp.einsum("bhqk,bkhd->bqhd", grad, k), jnp.einsum("bhqk,bqhd->bkhd", grad, q)
+
+
+_logits_rounding_their_gradient.defvjp(_logits_forward, _logits_backward)
 
 
 class FeedForward(nnx.Module):
