@@ -70,8 +70,14 @@ def tpu_records() -> list:
 
 
 @pytest.fixture(scope="module")
-def gpu_records() -> list:
-    return check(tiny_config(), "h100x8")
+def gpu_hlo(tmp_path_factory) -> Path:
+    """Where the h100x8 compilation below writes its optimized program."""
+    return tmp_path_factory.mktemp("gpu_hlo")
+
+
+@pytest.fixture(scope="module")
+def gpu_records(gpu_hlo: Path) -> list:
+    return check(tiny_config(), "h100x8", hlo_dir=gpu_hlo)
 
 
 # ---- targets and HLO reading (no compilation) ---------------------------------------------------------------
@@ -162,11 +168,14 @@ def test_single_host_tpu_slice(tpu_records: list) -> None:
 
 
 @pytest.mark.slow
-def test_one_gpu_node(gpu_records: list) -> None:
+def test_one_gpu_node(gpu_records: list, gpu_hlo: Path) -> None:
     (record,) = gpu_records
     assert (record.target, record.devices, record.hosts, record.platform) == ("h100x8", 8, 1, "gpu")
     assert_costs(record)
     assert record.kernels["collective"] > 0  # the all-reduces of the gradients and codebook statistics
+    # Every device convolves its own rows: no batch gathered onto every GPU (the positional convolution's was).
+    (program,) = gpu_hlo.glob("h100x8_*_training.hlo.txt")
+    assert "all-gather" not in program.read_text()
 
 
 @pytest.mark.slow

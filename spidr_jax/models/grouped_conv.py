@@ -49,7 +49,15 @@ def _backward(
     dkernel = jnp.stack(
         [jnp.einsum("btgc,btgo->cgo", padded[:, tap : tap + frames], dy, precision=precision) for tap in range(taps)]
     )
-    return dx, dkernel.reshape(taps, size, channels).astype(kernel.dtype)
+    dkernel = dkernel.reshape(taps, size, channels).astype(kernel.dtype)
+    # Under shard_map, a kernel shared by every device gets the sum of their gradients (the transpose of its use).
+    summed_over = tuple(_varying_axes(dkernel) - _varying_axes(kernel))
+    return dx, jax.lax.psum(dkernel, summed_over) if summed_over else dkernel
+
+
+def _varying_axes(x: jax.Array) -> frozenset[str]:
+    """The mesh axes over which `x` differs from device to device (inside shard_map; none outside)."""
+    return jax.typeof(x).manual_axis_type.varying
 
 
 grouped_conv1d.defvjp(_forward, _backward)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import PartitionSpec
 
 from spidr_jax.models.gelu import gelu
 from spidr_jax.models.grouped_conv import grouped_conv1d
@@ -33,16 +34,31 @@ class ConvPositionalEmbedding(nnx.Module):
         self.biases = nnx.List([nnx.Param(init(rngs.params(), (embed_dim,))) for _ in range(depth)])
 
     def __call__(self, x: jax.Array, frame_mask: jax.Array | None = None) -> jax.Array:
-        """(B, T, D) -> positional embedding (B, T, D), zero on padding frames."""
+        """(B, T, D) -> positional embedding (B, T, D), zero on padding frames.
+
+        Traced under a mesh with a 'data' axis of several devices (the training step), each device convolves its own
+        rows: left to itself, XLA's GPU partitioner gathers the whole batch onto every device before each grouped
+        convolution (the TPU one does not).
+        """
+        weights = ([kernel[...] for kernel in self.kernels], [bias[...] for bias in self.biases])
+        mesh = jax.sharding.get_abstract_mesh()
+        if "data" not in mesh.axis_names or mesh.shape["data"] == 1:
+            return self._embed(x, frame_mask, weights)
+        rows = PartitionSpec("data")
+        in_specs = (rows, rows, PartitionSpec())  # the weights on every device (their gradients summed over 'data')
+        return jax.shard_map(self._embed, in_specs=in_specs, out_specs=rows)(x, frame_mask, weights)
+
+    def _embed(
+        self, x: jax.Array, frame_mask: jax.Array | None, weights: tuple[list[jax.Array], list[jax.Array]]
+    ) -> jax.Array:
         mask = None if frame_mask is None else frame_mask[:, :, None]
-        for kernel, bias in zip(self.kernels, self.biases, strict=True):
+        for kernel, bias in zip(*weights, strict=True):
             if mask is not None:
                 x = jnp.where(mask, x, 0)
             x = grouped_conv1d(
-                x.astype(self.dtype), kernel[...].astype(self.dtype), self.groups, self.padding,
-                matmul_precision(self.dtype),
-            )  # fmt: skip
-            x = gelu(layer_norm(x + bias[...].astype(self.dtype), None, None))
+                x.astype(self.dtype), kernel.astype(self.dtype), self.groups, self.padding, matmul_precision(self.dtype)
+            )
+            x = gelu(layer_norm(x + bias.astype(self.dtype), None, None))
         if mask is not None:
             x = jnp.where(mask, x, 0)
         return x

@@ -150,8 +150,14 @@ def compile_train_step(definition: StepDefinition, state_sharding: object) -> Ca
     """The jitted step `(state, batch, *, extractor_frozen)`: state donated, batch sharded over 'data'."""
     replicated = NamedSharding(definition.mesh, PartitionSpec())
     batch_sharding = NamedSharding(definition.mesh, PartitionSpec("data"))
+
+    def traced(state: TrainState, batch: Batch, frozen: bool) -> tuple[TrainState, Metrics]:
+        # The model sees the mesh while traced (models.positional keeps its convolution data-parallel with it).
+        with jax.sharding.use_abstract_mesh(definition.mesh.abstract_mesh):
+            return train_step(definition, state, batch, extractor_frozen=frozen)
+
     jitted = jax.jit(
-        lambda state, batch, frozen: train_step(definition, state, batch, extractor_frozen=frozen),
+        traced,
         static_argnums=2,  # one compiled variant per phase (before/after freeze_step)
         in_shardings=(state_sharding, batch_sharding),
         out_shardings=(state_sharding, replicated),
