@@ -65,7 +65,7 @@ class SelfAttention(nnx.Module):
     def _attention_with_dropout(
         self, q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None, rngs: nnx.Rngs | None
     ) -> jax.Array:
-        # Dropout on the attention probabilities needs them materialized: no fused kernel offers it.
+        # Dropout on the attention probabilities needs them materialized: no fused kernel JAX exposes offers it.
         scale = 1.0 / math.sqrt(q.shape[-1])
         logits = attention_logits(q, k) * scale
         if key_mask is not None:
